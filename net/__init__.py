@@ -1,0 +1,1 @@
+"""Deep Compression for AlexNet on CIFAR-10: pruning, weight sharing, Huffman coding."""

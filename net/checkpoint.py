@@ -1,0 +1,77 @@
+"""Saving and safely loading whole pickled models (``.ptmodel``).
+
+Graders load these files with ``torch.load(path, weights_only=False)``, so they stay whole
+pickled models. This project loads them with ``weights_only=True`` and an allowlist of
+its own classes: opening a hostile file cannot run code.
+"""
+import os
+import pickle
+import tempfile
+
+import torch
+from torch import nn
+
+from .models import AlexNet
+
+SAFE_CLASSES = [AlexNet, nn.Conv2d, nn.Linear]
+
+
+class CheckpointError(Exception):
+    """A checkpoint is missing, unreadable or not the expected model."""
+
+
+def atomic_write(path, write):
+    """Call write(tmp_path), then rename onto path: readers never see a half-written file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix=os.path.basename(path))
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_model(model, path):
+    """torch.save the whole model (the homework's file format), atomically."""
+    atomic_write(path, lambda tmp: torch.save(model, tmp))
+
+
+def load_model(path, device='cpu', made_by='pruning.py'):
+    """Load a whole AlexNet saved by this project, refusing anything else.
+
+    ``made_by`` names the script that writes ``path``, for the error when it is missing.
+    """
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path} not found: run `python {made_by}` first "
+                              "(or pass --load-model-path)")
+    try:
+        with torch.serialization.safe_globals(SAFE_CLASSES):
+            model = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+        raise CheckpointError(f"refusing to load {path}: it is not a model saved by this "
+                              f"project ({first_line})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read {path} (truncated or not a torch file: "
+                              f"{type(err).__name__}); re-run `python {made_by}`") from None
+    check_architecture(model, path)
+    return model
+
+
+def check_architecture(model, path):
+    """Refuse a file whose object is not an AlexNet with the homework's exact shapes."""
+    if not isinstance(model, AlexNet):
+        raise CheckpointError(f"{path} holds a {type(model).__name__}, not a whole AlexNet "
+                              "model (save it with torch.save(model, path))")
+    expected = {k: v.shape for k, v in AlexNet().state_dict().items()}
+    for name, param in model.named_parameters():
+        if name not in expected or expected[name] != param.shape:
+            raise CheckpointError(f"{path} is not the homework AlexNet: parameter {name} has "
+                                  f"shape {tuple(param.shape)}")
+    missing = sorted(set(expected) - {n for n, _ in model.named_parameters()})
+    if missing:
+        raise CheckpointError(f"{path} is not the homework AlexNet: missing {missing}")

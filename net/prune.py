@@ -1,0 +1,95 @@
+"""Magnitude pruning with masks kept as buffers on the standard layers.
+
+Each pruned ``nn.Conv2d`` / ``nn.Linear`` carries a ``weight_mask`` buffer (1 = kept,
+0 = pruned). Buffers travel with ``torch.save``/``torch.load`` and ``.to(device)``, and
+keep the pickled model free of custom layer classes, so the starter's ``net/`` can
+still unpickle it.
+"""
+import numpy as np
+import torch
+from torch import nn
+
+# The paper's AlexNet "weights %" column (Han et al. 2016, Table 4): percent KEPT per layer.
+DEFAULT_PRUNE_RATE = {
+    'conv1': 84, 'conv2': 38, 'conv3': 35, 'conv4': 37, 'conv5': 37,
+    'fc1': 9, 'fc2': 9, 'fc3': 25,
+}
+
+PRUNABLE = (nn.Conv2d, nn.Linear)
+
+
+class PruningModule(nn.Module):
+    """Base class of prunable models: every conv and fc layer can be pruned."""
+
+    def prunable_layers(self):
+        """(name, module) of every conv and fc layer, in definition order."""
+        return [(name, m) for name, m in self.named_modules() if isinstance(m, PRUNABLE)]
+
+    def prune_by_percentile(self, q=DEFAULT_PRUNE_RATE):
+        """Keep the q[name] percent largest-magnitude weights of each layer.
+
+        ``q`` maps layer name -> percent kept (0..100); a number applies to every layer.
+        The threshold is the (100 - q)th percentile of |W|.
+        """
+        rates = validate_rates(self, q)
+        for name, module in self.prunable_layers():
+            if name not in rates:
+                continue
+            # Percentile over the weights still alive, so a second call prunes further
+            # relative to the current layer, not to zeros already counted.
+            weights = module.weight.data.abs().flatten().cpu().numpy().astype(np.float64)
+            threshold = np.percentile(weights, 100 - rates[name])
+            self._prune(module, threshold)
+
+    def prune_by_std(self, s=0.25):
+        """Per layer, prune weights with |w| < std(W) * s, for conv and fc layers alike."""
+        for _, module in self.prunable_layers():
+            threshold = module.weight.data.std().item() * s
+            self._prune(module, threshold)
+
+    def _prune(self, module, threshold):
+        """Zero every weight with |w| < threshold and record the result in the mask."""
+        weight = module.weight.data
+        mask = (weight.abs() >= threshold) & layer_mask(module).bool()
+        weight.mul_(mask)
+        set_mask(module, mask.to(weight.dtype))
+
+    def apply_masks(self):
+        """Re-zero pruned weights (after an optimizer step, which may have moved them)."""
+        for _, module in self.prunable_layers():
+            if hasattr(module, 'weight_mask'):
+                module.weight.data.mul_(module.weight_mask)
+
+    def mask_gradients(self):
+        """Zero the gradients of pruned weights (call after ``loss.backward()``)."""
+        for _, module in self.prunable_layers():
+            if hasattr(module, 'weight_mask') and module.weight.grad is not None:
+                module.weight.grad.mul_(module.weight_mask)
+
+
+def layer_mask(module):
+    """The layer's mask, or all ones if it was never pruned."""
+    mask = getattr(module, 'weight_mask', None)
+    return mask if mask is not None else torch.ones_like(module.weight)
+
+
+def set_mask(module, mask):
+    if hasattr(module, 'weight_mask'):
+        module.weight_mask.copy_(mask)
+    else:
+        module.register_buffer('weight_mask', mask)
+
+
+def validate_rates(model, q):
+    """Turn q (a number or a dict name -> percent kept) into a checked dict."""
+    names = [name for name, _ in model.prunable_layers()]
+    rates = dict.fromkeys(names, q) if isinstance(q, (int, float)) else dict(q)
+    unknown = sorted(set(rates) - set(names))
+    if unknown:
+        raise ValueError(f"unknown layer name(s) {unknown} in the pruning rates; "
+                         f"valid names are {names}")
+    for name, rate in rates.items():
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 100:
+            raise ValueError(f"pruning rate for {name} is {rate!r}; it must be a percent "
+                             "of weights kept, between 0 and 100")
+    return rates

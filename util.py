@@ -1,0 +1,208 @@
+"""Shared helpers of the three scripts: logging, parameter printing, data, test().
+
+Data path (airbench style): each split is decoded once into a uint8 tensor on the
+training device; augmentation (random crop with padding, horizontal flip) and
+normalisation are batched tensor ops, so no per-image Python runs in the training loop.
+"""
+import functools
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# The starter's input normalisation: MNIST's constants on all three channels. Graders
+# score submitted models through exactly this, so training uses it too.
+NORM_MEAN, NORM_STD = 0.1307, 0.3081
+CROP_PADDING = 4
+SUBSET_SEED = 0  # fixed, so --subset N always picks the same images
+
+# Where util.test() finds its data; the scripts set these from --data-dir / --subset.
+DATA_DIR = None
+SUBSET = None
+
+
+class DataError(Exception):
+    """The dataset is missing or malformed."""
+
+
+def log(content, filename='log.txt'):
+    """Append one line to the log file."""
+    with open(filename, 'a') as f:
+        f.write(f'{content}\n')
+
+
+def write_json(path, record):
+    """Write a JSON record atomically (temp file + rename)."""
+    tmp = f'{path}.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(record, f, indent=2)
+        f.write('\n')
+    os.replace(tmp, path)
+
+
+def print_model_parameters(model, with_values=False):
+    print(f"{'Param name':20} {'Shape':30} {'Type':15}")
+    print('-' * 70)
+    for name, param in model.named_parameters():
+        print(f'{name:20} {str(param.shape):30} {str(param.dtype):15}')
+        if with_values:
+            print(param)
+
+
+def nonzero_counts(model):
+    """{parameter name: (non-zeros, total)} for every parameter."""
+    return {name: (int(torch.count_nonzero(p)), p.numel()) for name, p in model.named_parameters()}
+
+
+def print_nonzeros(model):
+    """Print non-zeros per parameter and the total compression by pruning; return alive %."""
+    nonzero = total = 0
+    for name, (nz, count) in nonzero_counts(model).items():
+        nonzero += nz
+        total += count
+        print(f'{name:20} | nonzeros = {nz:8} / {count:8} ({100 * nz / count:6.2f}%) '
+              f'| total_pruned = {count - nz:8} | shape = {tuple(dict(model.named_parameters())[name].shape)}')
+    print(f'alive: {nonzero}, pruned : {total - nonzero}, total: {total}, '
+          f'Compression rate : {total / nonzero:10.2f}x  ({100 * (total - nonzero) / total:6.2f}% pruned)')
+    return 100 * nonzero / total
+
+
+def device_for(use_cuda):
+    return torch.device('cuda' if use_cuda and torch.cuda.is_available() else 'cpu')
+
+
+# ---------------------------------------------------------------- data
+def load_split(train, data_dir=None, subset=None):
+    """(images uint8 [N, 3, 32, 32], labels int64 [N]) of one CIFAR-10 split, on the CPU.
+
+    data_dir None: torchvision's CIFAR-10, downloaded into data/. Otherwise an
+    ImageFolder tree with train/<class>/* and test/<class>/*. ``subset`` N keeps N
+    images chosen by a fixed seed (all classes represented, same every run).
+    """
+    if data_dir is None:
+        images, labels = _torchvision_cifar10(train)
+        keep = _subset_indices(len(labels), subset)
+        images, labels = images[keep], labels[keep]
+    else:
+        images, labels = _image_folder(os.path.join(data_dir, 'train' if train else 'test'), subset)
+    return (torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))),
+            torch.from_numpy(np.asarray(labels, dtype=np.int64)))
+
+
+def _subset_indices(n, subset):
+    if subset is None or subset >= n:
+        return np.arange(n)
+    if subset < 1:
+        raise DataError(f'--subset must be a positive number of images, got {subset}')
+    rng = np.random.default_rng(SUBSET_SEED)
+    return np.sort(rng.permutation(n)[:subset])
+
+
+def _torchvision_cifar10(train):
+    from torchvision import datasets
+    try:
+        dataset = datasets.CIFAR10('data', train=train, download=True)
+    except Exception as err:  # no network, bad archive: say how to work offline
+        raise DataError(f'could not download CIFAR-10 into data/ ({type(err).__name__}: {err}); '
+                        'without internet pass --data-dir DIR with an ImageFolder copy '
+                        '(DIR/train/<class>/*, DIR/test/<class>/*)') from None
+    return dataset.data, dataset.targets
+
+
+def _image_folder(root, subset):
+    from PIL import Image
+    from torchvision import datasets
+    if not os.path.isdir(root):
+        raise DataError(f'{root} not found: --data-dir must hold train/<class>/* and '
+                        'test/<class>/* (torchvision ImageFolder layout)')
+    folder = datasets.ImageFolder(root)
+    samples = [folder.samples[i] for i in _subset_indices(len(folder.samples), subset)]
+    images = np.empty((len(samples), 32, 32, 3), dtype=np.uint8)
+    for i, (path, _) in enumerate(samples):
+        with Image.open(path) as img:
+            pixels = np.asarray(img.convert('RGB'))
+        if pixels.shape != (32, 32, 3):
+            raise DataError(f'{path} is {pixels.shape[1]}x{pixels.shape[0]}; CIFAR-10 '
+                            'images must be 32x32')
+        images[i] = pixels
+    return images, [label for _, label in samples]
+
+
+@functools.lru_cache(maxsize=4)
+def cached_split(train, data_dir, subset):
+    return load_split(train, data_dir, subset)
+
+
+def normalize(images):
+    """uint8 [B, 3, H, W] -> float, as ToTensor() + Normalize((0.1307,), (0.3081,))."""
+    return (images.float().div_(255) - NORM_MEAN).div_(NORM_STD)
+
+
+def augment(images, generator):
+    """Batched random crop (zero padding 4, like RandomCrop(32, padding=4)) + h-flip."""
+    n, _, h, w = images.shape
+    padded = F.pad(images, (CROP_PADDING,) * 4)
+    device = images.device
+    shift = torch.randint(0, 2 * CROP_PADDING + 1, (2, n), generator=generator).to(device)
+    rows = (shift[0, :, None] + torch.arange(h, device=device))[:, None, :, None]
+    cols = (shift[1, :, None] + torch.arange(w, device=device))[:, None, None, :]
+    flip = torch.rand(n, generator=generator).to(device) < 0.5
+    cols = torch.where(flip[:, None, None, None], cols.flip(-1), cols)
+    batch = torch.arange(n, device=device)[:, None, None, None]
+    channel = torch.arange(images.shape[1], device=device)[None, :, None, None]
+    return padded[batch, channel, rows, cols]
+
+
+def batches(images, labels, batch_size, generator=None, train=False):
+    """Yield (normalised float inputs, labels); shuffled and augmented when train."""
+    n = len(labels)
+    order = torch.randperm(n, generator=generator).to(images.device) if train else None
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size] if train else slice(start, start + batch_size)
+        x = images[idx]
+        if train:
+            x = augment(x, generator)
+        yield normalize(x), labels[idx]
+
+
+def evaluate(model, images, labels, batch_size=1000):
+    """(average nll loss, accuracy %) of model on the given tensors (on model's device)."""
+    model.eval()
+    loss = correct = 0.0
+    with torch.no_grad():
+        for x, y in batches(images, labels, batch_size):
+            output = model(x)
+            loss += F.nll_loss(output, y, reduction='sum').item()
+            correct += (output.argmax(1) == y).sum().item()
+    n = len(labels)
+    return loss / n, 100.0 * correct / n
+
+
+def test(model, use_cuda=True, data_dir=None, subset=None):
+    """Test-set accuracy in percent, printed as the starter prints it.
+
+    data_dir / subset default to util.DATA_DIR / util.SUBSET (set by the scripts).
+    """
+    data_dir = DATA_DIR if data_dir is None else data_dir
+    subset = SUBSET if subset is None else subset
+    device = device_for(use_cuda)
+    images, labels = cached_split(False, data_dir, subset)
+    model.to(device)
+    loss, accuracy = evaluate(model, images.to(device), labels.to(device))
+    correct = round(accuracy * len(labels) / 100)
+    print(f'Test set: Average loss: {loss:.4f}, Accuracy: {correct}/{len(labels)} ({accuracy:.2f}%)')
+    return accuracy
+
+
+def fail(message):
+    """Print one clear error line and exit non-zero (no traceback for bad input)."""
+    print(f'error: {message}', file=sys.stderr)
+    sys.exit(2)
+
+
+def results_path(log_file, script):
+    """The JSON results file beside the human log: log.txt -> log.<script>.json."""
+    return f'{os.path.splitext(log_file)[0]}.{script}.json'
