@@ -17,16 +17,16 @@ from net.models import AlexNet
 from net.prune import DEFAULT_PRUNE_RATE, validate_rates
 
 # Defaults: a full run of the three scripts fits in about an hour on a 2-core CPU.
-# The starter's recipe: --optimizer adam --lr 0.001 --batch-size 50 --epochs 100
+# The starter's recipe: --schedule constant --lr 0.001 --batch-size 50 --epochs 100
 # --re-epochs 30 --prune std --sensitivity 2.
 EPOCHS = 20
 RE_EPOCHS = 8
 BATCH_SIZE = 256
-LR = 0.05          # peak of the one-cycle schedule for SGD
-RE_LR = 0.01       # peak for retraining after pruning
+OPTIMIZER = 'adam'
+LR = {'adam': 1e-3, 'sgd': 0.005}     # peak of the one-cycle schedule
+RE_LR = {'adam': 3e-4, 'sgd': 0.002}  # peak for retraining after pruning
+WEIGHT_DECAY = {'adam': 1e-4, 'sgd': 5e-4}  # Adam's is the starter's
 MOMENTUM = 0.9
-WEIGHT_DECAY = 5e-4
-ADAM_WEIGHT_DECAY = 1e-4  # the starter's
 
 
 def parse_args(argv=None):
@@ -36,14 +36,15 @@ def parse_args(argv=None):
     p.add_argument('--epochs', type=int, default=EPOCHS, metavar='N', help='initial training epochs')
     p.add_argument('--re-epochs', type=int, default=RE_EPOCHS, metavar='N', help='retraining epochs')
     p.add_argument('--lr', type=float, default=None, metavar='LR',
-                   help=f'learning rate (default {LR} for sgd, 0.001 for adam)')
+                   help=f'(peak) learning rate; default {LR}')
     p.add_argument('--re-lr', type=float, default=None, metavar='LR',
-                   help=f'retraining learning rate (default {RE_LR} for sgd, --lr for adam)')
-    p.add_argument('--optimizer', choices=['sgd', 'adam'], default='sgd',
-                   help='sgd: Nesterov momentum with a one-cycle schedule; adam: the '
-                        "starter's constant-rate Adam")
+                   help=f'(peak) retraining learning rate; default {RE_LR}')
+    p.add_argument('--optimizer', choices=['adam', 'sgd'], default=OPTIMIZER,
+                   help='adam (the starter\'s) or sgd with Nesterov momentum')
+    p.add_argument('--schedule', choices=['onecycle', 'constant'], default='onecycle',
+                   help='one-cycle learning rate per phase, or the starter\'s constant rate')
     p.add_argument('--weight-decay', type=float, default=None, metavar='WD',
-                   help=f'default {WEIGHT_DECAY} for sgd, {ADAM_WEIGHT_DECAY} for adam')
+                   help=f'default {WEIGHT_DECAY}')
     p.add_argument('--no-cuda', action='store_true', default=False, help='disables CUDA training')
     p.add_argument('--seed', type=int, default=42, metavar='S')
     p.add_argument('--log-interval', type=int, default=10, metavar='N',
@@ -66,11 +67,11 @@ def parse_args(argv=None):
                    help='use only N train and N test images (smoke runs)')
     args = p.parse_args(argv)
     if args.lr is None:
-        args.lr = LR if args.optimizer == 'sgd' else 0.001
+        args.lr = LR[args.optimizer]
     if args.re_lr is None:
-        args.re_lr = RE_LR if args.optimizer == 'sgd' else args.lr
+        args.re_lr = args.lr if args.schedule == 'constant' else RE_LR[args.optimizer]
     if args.weight_decay is None:
-        args.weight_decay = WEIGHT_DECAY if args.optimizer == 'sgd' else ADAM_WEIGHT_DECAY
+        args.weight_decay = WEIGHT_DECAY[args.optimizer]
     return args
 
 
@@ -91,9 +92,12 @@ def parse_rates(text):
 def make_optimizer(model, args, lr, epochs, steps_per_epoch):
     """(optimizer, per-step scheduler or None)."""
     if args.optimizer == 'adam':
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=args.weight_decay), None
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=MOMENTUM, nesterov=True,
-                                weight_decay=args.weight_decay)
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=args.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=MOMENTUM, nesterov=True,
+                                    weight_decay=args.weight_decay)
+    if args.schedule == 'constant':
+        return optimizer, None
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=lr, total_steps=max(1, epochs * steps_per_epoch), pct_start=0.25)
     return optimizer, scheduler

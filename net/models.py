@@ -18,6 +18,11 @@ class AlexNet(PruningModule):
         self.fc1 = nn.Linear(256, 4096)
         self.fc2 = nn.Linear(4096, 4096)
         self.fc3 = nn.Linear(4096, num_classes)
+        # He initialisation: PyTorch's default shrinks the signal at each of the eight
+        # layers, and this BatchNorm-free network then barely starts to learn.
+        for _, layer in self.prunable_layers():
+            nn.init.kaiming_normal_(layer.weight, nonlinearity='relu')
+            nn.init.zeros_(layer.bias)
 
     def forward(self, x):
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)

@@ -51,14 +51,14 @@ class PruningModule(nn.Module):
         """Zero every weight with |w| < threshold and record the result in the mask."""
         weight = module.weight.data
         mask = (weight.abs() >= threshold) & layer_mask(module).bool()
-        weight.mul_(mask)
+        weight.masked_fill_(~mask, 0.0)  # +0.0, where multiplying would leave -0.0
         set_mask(module, mask.to(weight.dtype))
 
     def apply_masks(self):
         """Re-zero pruned weights (after an optimizer step, which may have moved them)."""
         for _, module in self.prunable_layers():
             if hasattr(module, 'weight_mask'):
-                module.weight.data.mul_(module.weight_mask)
+                module.weight.data.masked_fill_(module.weight_mask == 0, 0.0)
 
     def mask_gradients(self):
         """Zero the gradients of pruned weights (call after ``loss.backward()``)."""

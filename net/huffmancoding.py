@@ -1,0 +1,544 @@
+"""Huffman coding of model parameters in the homework format.
+
+Stream codec: ``huffman_encode(arr, prefix, save_dir)`` writes ``{prefix}.bin`` (the
+bitstream) and ``{prefix}_codebook.bin`` (the code tree: preorder, 1 bit per node plus 32
+bits per leaf, as the starter stores it). Codes are canonical, so the tree can be written
+and read without building node objects, and everything is vectorised with numpy: no
+Python loop ever walks single bits or '0'/'1' strings.
+
+File layout (little header, so a truncated or foreign file is refused, not misread):
+    codebook: b'HT' | dtype byte | varint leaf count | tree bits, zero-padded
+    stream:   b'HS' | dtype byte | varint symbol count | code bits, zero-padded
+    bias:     b'HB' | varint value count | raw little-endian float32
+
+Layers: fc weights as CSR (rows < cols) or CSC, three streams (data, indices, indptr
+differences); conv weights as the CSR of every (W, H) kernel, four concatenated streams
+(data, non-zeros per kernel, column indices, row counts); biases raw.
+"""
+import os
+import shutil
+import tempfile
+
+import numpy as np
+from scipy.sparse import csc_matrix, csr_matrix
+
+DTYPE_CODES = {np.dtype('float32'): 1, np.dtype('int32'): 2}
+DTYPES = {code: dtype for dtype, code in DTYPE_CODES.items()}
+TREE_MAGIC, STREAM_MAGIC, BIAS_MAGIC = b'HT', b'HS', b'HB'
+LEAF_BITS = 32
+# Windows of up to 57 bits are read from 8 bytes at any bit offset. A code that long
+# needs more symbols than fit in memory (Huffman depth grows like log_phi of the count).
+MAX_CODE_LENGTH = 57
+# Doubling steps of the decoder: it follows codeword starts 2**JUMP_LEVELS at a time.
+JUMP_LEVELS = 4
+ENCODE_CHUNK = 1 << 21
+DECODE_CHUNK = 1 << 23
+
+
+class HuffmanFormatError(ValueError):
+    """A Huffman file is truncated, corrupt or not one of ours."""
+
+
+# ---------------------------------------------------------------- varints and headers
+def _varint(n):
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _read_varint(buf, pos, path):
+    value = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise HuffmanFormatError(f'{path}: truncated or corrupt header')
+        byte = buf[pos]
+        value |= (byte & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def _header(magic, dtype, count):
+    return magic + bytes([DTYPE_CODES[dtype]]) + _varint(count)
+
+
+def _read_header(buf, magic, path):
+    """(dtype, count, offset of the body) of a codebook or stream file."""
+    if buf[:2] != magic:
+        raise HuffmanFormatError(f'{path}: not a Huffman {"codebook" if magic == TREE_MAGIC else "stream"} '
+                                 'file of this project (bad magic)')
+    if len(buf) < 3 or buf[2] not in DTYPES:
+        raise HuffmanFormatError(f'{path}: unknown symbol type in header')
+    count, pos = _read_varint(buf, 3, path)
+    return DTYPES[buf[2]], count, pos
+
+
+def _read_file(path):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'{path} not found: run `python huffman_encode.py` first')
+    with open(path, 'rb') as f:
+        return f.read()
+
+
+def _write_file(path, data):
+    with open(path, 'wb') as f:
+        f.write(data)
+    return len(data)
+
+
+# ---------------------------------------------------------------- code construction
+def _as_symbols(arr):
+    """The array as unsigned 32-bit patterns (so -0.0 and 0.0 stay distinct), and dtype."""
+    arr = np.asarray(arr)
+    if arr.dtype not in DTYPE_CODES:
+        raise TypeError(f'huffman_encode takes float32 or int32 arrays, not {arr.dtype}')
+    return np.ascontiguousarray(arr).reshape(-1).view(np.uint32), arr.dtype
+
+
+def huffman_code_lengths(counts):
+    """Huffman code length of each symbol, given their counts (all > 0).
+
+    One symbol gets length 1: the starter's dummy sibling makes it cost one bit each.
+    """
+    n = len(counts)
+    if n == 1:
+        return np.ones(1, dtype=np.int64)
+    # Two-queue Huffman over counts sorted ascending: O(n) after the sort.
+    order = np.argsort(counts, kind='stable')
+    leaves = counts[order].tolist()
+    parent = [0] * (2 * n - 1)           # nodes 0..n-1 leaves (sorted), then internal
+    weights = leaves + [0] * (n - 1)
+    leaf_next, node_next, node_end = 0, n, n
+    for node in range(n, 2 * n - 1):
+        picked = []
+        for _ in range(2):
+            if leaf_next < n and (node_next >= node_end or leaves[leaf_next] <= weights[node_next]):
+                picked.append(leaf_next)
+                leaf_next += 1
+            else:
+                picked.append(node_next)
+                node_next += 1
+        weights[node] = weights[picked[0]] + weights[picked[1]]
+        parent[picked[0]] = parent[picked[1]] = node
+        node_end += 1
+    depth = [0] * (2 * n - 1)
+    for node in range(2 * n - 3, -1, -1):  # parents are created after their children
+        depth[node] = depth[parent[node]] + 1
+    lengths = np.empty(n, dtype=np.int64)
+    lengths[order] = depth[:n]
+    return lengths
+
+
+def canonical_codes(lengths):
+    """Canonical code values for the given lengths, in symbol order.
+
+    Symbols sorted by (length, index) get consecutive codes; that order is also the
+    left-to-right leaf order of the code tree.
+    """
+    order = np.lexsort((np.arange(len(lengths)), lengths))
+    sorted_lengths = lengths[order]
+    codes_sorted = np.zeros(len(lengths), dtype=np.uint64)
+    code = 0
+    previous_length = int(sorted_lengths[0]) if len(lengths) else 0
+    starts = np.flatnonzero(np.diff(sorted_lengths, prepend=-1))
+    for i, start in enumerate(starts):  # one step per distinct length, at most 57
+        length = int(sorted_lengths[start])
+        code <<= length - previous_length
+        end = starts[i + 1] if i + 1 < len(starts) else len(lengths)
+        codes_sorted[start:end] = np.arange(code, code + end - start, dtype=np.uint64)
+        code += end - start
+        previous_length = length
+    codes = np.empty_like(codes_sorted)
+    codes[order] = codes_sorted
+    return codes, order
+
+
+# ---------------------------------------------------------------- bit packing
+def _pack_codes(codes, lengths):
+    """Concatenate variable-length codes (MSB first) into zero-padded bytes."""
+    if len(codes) == 0:
+        return b''
+    max_length = int(lengths.max())
+    parts = []
+    for start in range(0, len(codes), ENCODE_CHUNK):
+        c = codes[start:start + ENCODE_CHUNK]
+        l = lengths[start:start + ENCODE_CHUNK]
+        left_justified = (c << (64 - l).astype(np.uint64)).astype('>u8')
+        bits = np.unpackbits(left_justified.view(np.uint8).reshape(-1, 8), axis=1)[:, :max_length]
+        parts.append(bits[np.arange(max_length) < l[:, None]])
+    return np.packbits(np.concatenate(parts)).tobytes()
+
+
+def _windows(body, positions, width):
+    """The `width`-bit big-endian integer starting at each bit position of body."""
+    padded = np.frombuffer(body + bytes(8), dtype=np.uint8)
+    # An 8-byte big-endian integer at every byte offset (unaligned, strided view).
+    at_byte = np.ndarray((len(body) + 1,), dtype='>u8', buffer=padded, strides=(1,))
+    words = at_byte[positions >> 3].astype(np.uint64)
+    return (words << (positions & 7).astype(np.uint64)) >> np.uint64(64 - width)
+
+
+# ---------------------------------------------------------------- stream codec
+def encode_stream(arr):
+    """(codebook bytes, stream bytes) of a float32 or int32 array."""
+    symbols, dtype = _as_symbols(arr)
+    values, inverse, counts = np.unique(symbols, return_inverse=True, return_counts=True)
+    if len(values) == 1:
+        # The starter's dummy sibling: a second leaf, never used, so codes are 1 bit.
+        values = np.append(values, values[0] ^ np.uint32(1))
+        counts = np.append(counts, 0)
+    lengths = huffman_code_lengths(np.maximum(counts, 1)) if len(values) else np.zeros(0, np.int64)
+    codes, leaf_order = canonical_codes(lengths)
+    stream = _header(STREAM_MAGIC, dtype, len(symbols)) + _pack_codes(codes[inverse], lengths[inverse])
+    tree = _header(TREE_MAGIC, dtype, len(values)) + _encode_tree(values[leaf_order], lengths[leaf_order])
+    return tree, stream
+
+
+def _encode_tree(leaf_values, leaf_lengths):
+    """Preorder bits of the canonical code tree: '0' per internal node, '1' + 32 bits per leaf.
+
+    Leaf i is preceded by the internal nodes first visited on its path: its length
+    minus the depth where it branches off leaf i-1's path (leaf 0: its whole length).
+    """
+    n = len(leaf_values)
+    if n == 0:
+        return b''
+    codes, _ = canonical_codes(leaf_lengths)  # already in canonical order
+    branch_depth = np.zeros(n, dtype=np.int64)
+    if n > 1:
+        # Leaf i's code is leaf i-1's code with trailing ones dropped and the last 0 set,
+        # then zeros appended: it branches at (i-1's length - trailing ones of i-1).
+        prev = codes[:-1]
+        trailing_ones = _trailing_ones(prev)
+        branch_depth[1:] = leaf_lengths[:-1] - trailing_ones
+    # Each leaf becomes two codes: `new_internal` zeros, then a 1 and its 32 value bits.
+    codes = np.zeros(2 * n, dtype=np.uint64)
+    codes[1::2] = (np.uint64(1) << np.uint64(LEAF_BITS)) | leaf_values.astype(np.uint64)
+    lengths = np.empty(2 * n, dtype=np.int64)
+    lengths[0::2] = leaf_lengths - branch_depth
+    lengths[1::2] = 1 + LEAF_BITS
+    return _pack_codes(codes, lengths)
+
+
+def _trailing_ones(values):
+    count = np.zeros(len(values), dtype=np.int64)
+    v = values.copy()
+    while True:
+        ones = (v & np.uint64(1)).astype(bool)
+        if not ones.any():
+            return count
+        count += ones
+        v = np.where(ones, v >> np.uint64(1), np.uint64(0))
+
+
+def _decode_tree(body, n_leaves, path):
+    """Leaf values, code lengths and codes (canonical order) of a preorder code tree."""
+    if n_leaves == 0:
+        if body:
+            raise HuffmanFormatError(f'{path}: corrupt code tree (data after an empty tree)')
+        return np.zeros(0, np.uint32), np.zeros(0, np.int64), np.zeros(0, np.uint64)
+    bits = np.unpackbits(np.frombuffer(body, dtype=np.uint8))
+    ones = np.flatnonzero(bits).tolist()
+    values, lengths, codes = [], [], []
+    pos = code = length = 0
+    one_index = 0
+    for i in range(n_leaves):
+        # Skip to the next '1' at or after pos: the zeros before it are internal nodes.
+        while one_index < len(ones) and ones[one_index] < pos:
+            one_index += 1
+        if one_index == len(ones) or ones[one_index] + LEAF_BITS >= len(bits):
+            raise HuffmanFormatError(f'{path}: truncated code tree')
+        zeros = ones[one_index] - pos
+        if i > 0:  # climb to the deepest left branch of the previous leaf, go right
+            while code & 1:
+                code, length = code >> 1, length - 1
+            if length == 0:
+                raise HuffmanFormatError(f'{path}: corrupt code tree (too many leaves)')
+            code |= 1
+        code, length = code << zeros, length + zeros
+        if length > MAX_CODE_LENGTH or (n_leaves > 1 and length == 0):
+            raise HuffmanFormatError(f'{path}: corrupt code tree (code length {length})')
+        pos = ones[one_index] + 1
+        values.append(pos)
+        lengths.append(length)
+        codes.append(code)
+        pos += LEAF_BITS
+    if code != (1 << length) - 1 or n_leaves == 1:
+        raise HuffmanFormatError(f'{path}: corrupt code tree (incomplete)')
+    if len(body) != -(-pos // 8) or bits[pos:].any():
+        raise HuffmanFormatError(f'{path}: corrupt code tree (trailing data)')
+    value_bits = _windows(body, np.array(values, dtype=np.int64), LEAF_BITS).astype(np.uint32)
+    return value_bits, np.array(lengths, dtype=np.int64), np.array(codes, dtype=np.uint64)
+
+
+def decode_stream(tree, stream, tree_path='codebook', stream_path='stream'):
+    """The array encoded by encode_stream (bit-exact)."""
+    dtype, n_leaves, tree_pos = _read_header(tree, TREE_MAGIC, tree_path)
+    stream_dtype, n, pos = _read_header(stream, STREAM_MAGIC, stream_path)
+    if stream_dtype != dtype:
+        raise HuffmanFormatError(f'{stream_path}: symbol type {stream_dtype} does not match '
+                                 f'its codebook ({dtype})')
+    values, lengths, codes = _decode_tree(tree[tree_pos:], n_leaves, tree_path)
+    body = stream[pos:]
+    if n == 0:
+        if body:
+            raise HuffmanFormatError(f'{stream_path}: data after an empty stream')
+        return np.zeros(0, dtype=dtype)
+    if n_leaves == 0:
+        raise HuffmanFormatError(f'{tree_path}: empty code tree for a non-empty stream')
+    starts, leaf = _codeword_starts(body, lengths, codes, n, stream_path)
+    end = int(starts[-1] + lengths[leaf[-1]])
+    if len(body) != -(-end // 8) or (end % 8 and body[-1] & (0xFF >> (end % 8))):
+        raise HuffmanFormatError(f'{stream_path}: corrupt stream (trailing data)')
+    return values[leaf].view(dtype)
+
+
+def _codeword_starts(body, lengths, codes, n, path):
+    """Bit offsets and leaf indices of the first n codewords of body.
+
+    Every bit position is looked up in a table as if a codeword started there (a
+    vectorised pass); the chain of real starts, start + length, is then followed
+    2**JUMP_LEVELS codewords per step with jump tables built by pointer doubling.
+    """
+    total_bits = len(body) * 8
+    max_length = int(lengths.max())
+    left_justified = codes << (max_length - lengths).astype(np.uint64)
+    sink = total_bits  # one past the end: maps to itself
+    index_type = np.int32 if sink < 2**31 else np.int64
+    jump = np.empty(total_bits + 1, dtype=index_type)
+    for start in range(0, total_bits, DECODE_CHUNK):
+        positions = np.arange(start, min(start + DECODE_CHUNK, total_bits), dtype=np.int64)
+        leaf = _lookup(left_justified, lengths, max_length, _windows(body, positions, max_length))
+        jump[start:start + len(positions)] = np.minimum(positions + lengths[leaf], sink)
+    jump[sink] = sink
+    level_jump = jump
+    for _ in range(JUMP_LEVELS):
+        level_jump = level_jump[level_jump]
+    stride = 1 << JUMP_LEVELS
+    anchors = np.empty(-(-n // stride), dtype=np.int64)
+    p = 0
+    for i in range(len(anchors)):  # one Python step per 2**JUMP_LEVELS codewords
+        anchors[i] = p
+        p = level_jump[p]
+    del level_jump
+    starts = np.empty((len(anchors), stride), dtype=np.int64)
+    starts[:, 0] = anchors
+    for r in range(1, stride):
+        starts[:, r] = jump[starts[:, r - 1]]
+    starts = starts.reshape(-1)[:n]
+    if starts[-1] >= sink:
+        raise HuffmanFormatError(f'{path}: truncated stream (fewer than {n} symbols)')
+    leaf = _lookup(left_justified, lengths, max_length, _windows(body, starts, max_length))
+    if starts[-1] + lengths[leaf[-1]] > total_bits:
+        raise HuffmanFormatError(f'{path}: truncated stream (fewer than {n} symbols)')
+    return starts, leaf
+
+
+def _lookup(left_justified, lengths, max_length, windows):
+    """Index of the codeword that each max_length-bit window starts with."""
+    if max_length <= 20:  # a direct table of 2**max_length entries
+        table = np.repeat(np.arange(len(lengths)), 1 << (max_length - lengths))
+        return table[windows]
+    return np.searchsorted(left_justified, windows, side='right') - 1
+
+
+def huffman_encode(arr, prefix, save_dir='./'):
+    """Write {prefix}.bin and {prefix}_codebook.bin; return (tree bytes, data bytes) on disk."""
+    tree, stream = encode_stream(arr)
+    tree_bytes = _write_file(os.path.join(save_dir, f'{prefix}_codebook.bin'), tree)
+    data_bytes = _write_file(os.path.join(save_dir, f'{prefix}.bin'), stream)
+    return tree_bytes, data_bytes
+
+
+def huffman_decode(directory, prefix, dtype):
+    """Read back the array written by huffman_encode(arr, prefix, directory)."""
+    tree_path = os.path.join(directory, f'{prefix}_codebook.bin')
+    stream_path = os.path.join(directory, f'{prefix}.bin')
+    arr = decode_stream(_read_file(tree_path), _read_file(stream_path), tree_path, stream_path)
+    if arr.dtype != np.dtype(dtype):
+        raise HuffmanFormatError(f'{stream_path}: holds {arr.dtype}, expected {np.dtype(dtype)}')
+    return arr
+
+
+# ---------------------------------------------------------------- layers
+def calc_index_diff(indptr):
+    return np.diff(indptr).astype(np.int32)
+
+
+def reconstruct_indptr(diff):
+    return np.concatenate([[0], np.cumsum(diff)]).astype(np.int64)
+
+
+def _fc_form(shape):
+    return 'csr' if shape[0] < shape[1] else 'csc'
+
+
+def huffman_encode_fc(param, name, directory):
+    """Three streams for a 2-D weight: data, indices, indptr differences. -> bytes."""
+    weight = _numpy(param)
+    form = _fc_form(weight.shape)
+    mat = csr_matrix(weight) if form == 'csr' else csc_matrix(weight)
+    return sum(
+        sum(huffman_encode(arr, f'{name}_{form}_{part}', directory))
+        for part, arr in (('data', mat.data.astype(np.float32)),
+                          ('indices', mat.indices.astype(np.int32)),
+                          ('indptr', calc_index_diff(mat.indptr))))
+
+
+def huffman_decode_fc(param, name, directory):
+    """Rebuild a 2-D weight from its three streams into param.data."""
+    shape = tuple(param.shape)
+    form = _fc_form(shape)
+    data = huffman_decode(directory, f'{name}_{form}_data', np.float32)
+    indices = huffman_decode(directory, f'{name}_{form}_indices', np.int32)
+    counts = huffman_decode(directory, f'{name}_{form}_indptr', np.int32)
+    major, minor = shape if form == 'csr' else shape[::-1]
+    dense = _sparse_to_dense(data, indices, counts, major, minor, name)
+    _store(param, dense if form == 'csr' else dense.T)
+
+
+def _conv_rows(weight):
+    """All (W, H) kernels stacked as one (Kn*Ch*W, H) matrix: its CSR is the per-kernel
+    CSRs concatenated (each kernel's indptr as its W row counts)."""
+    return csr_matrix(weight.reshape(-1, weight.shape[-1]))
+
+
+def huffman_encode_conv(param, name, directory):
+    """The hint's four lists over all Kn*Ch kernels: data, non-zeros per kernel, column
+    indices, row counts; each Huffman-coded. -> bytes."""
+    weight = _numpy(param)
+    mat = _conv_rows(weight)
+    row_counts = calc_index_diff(mat.indptr)
+    kernel_counts = row_counts.reshape(-1, weight.shape[2]).sum(axis=1).astype(np.int32)
+    return sum(
+        sum(huffman_encode(arr, f'{name}_conv_{part}', directory))
+        for part, arr in (('data', mat.data.astype(np.float32)),
+                          ('length', kernel_counts),
+                          ('indices', mat.indices.astype(np.int32)),
+                          ('indptr', row_counts)))
+
+
+def huffman_decode_conv(param, name, directory):
+    """Rebuild a 4-D weight from its four streams into param.data."""
+    kn, ch, w, h = param.shape
+    data = huffman_decode(directory, f'{name}_conv_data', np.float32)
+    kernel_counts = huffman_decode(directory, f'{name}_conv_length', np.int32)
+    indices = huffman_decode(directory, f'{name}_conv_indices', np.int32)
+    row_counts = huffman_decode(directory, f'{name}_conv_indptr', np.int32)
+    if (len(kernel_counts) != kn * ch or len(row_counts) != kn * ch * w
+            or not np.array_equal(row_counts.reshape(-1, w).sum(axis=1), kernel_counts)):
+        raise HuffmanFormatError(f'{name}: conv streams do not match the layer shape '
+                                 f'{(kn, ch, w, h)} (wrong model or corrupt encodings)')
+    _store(param, _sparse_to_dense(data, indices, row_counts, kn * ch * w, h, name)
+           .reshape(kn, ch, w, h))
+
+
+def _sparse_to_dense(data, indices, counts, major, minor, name):
+    """Dense (major, minor) float32 from CSR parts, after checking they fit the shape."""
+    if (len(counts) != major or (counts < 0).any() or counts.sum() != len(data)
+            or len(indices) != len(data) or (len(indices) and
+                                             (indices.min() < 0 or indices.max() >= minor))):
+        raise HuffmanFormatError(f'{name}: sparse streams do not match the layer shape '
+                                 f'({major}, {minor}) (wrong model or corrupt encodings)')
+    dense = np.zeros((major, minor), dtype=np.float32)
+    rows = np.repeat(np.arange(major), counts)
+    dense[rows, indices] = data
+    return dense
+
+
+def dump_bias(param, name, directory):
+    """Write a bias raw (float32, no pickle); return the bytes written."""
+    bias = _numpy(param).astype('<f4').reshape(-1)
+    return _write_file(os.path.join(directory, f'{name}.bin'),
+                       BIAS_MAGIC + _varint(len(bias)) + bias.tobytes())
+
+
+def load_bias(param, name, directory):
+    path = os.path.join(directory, f'{name}.bin')
+    buf = _read_file(path)
+    if buf[:2] != BIAS_MAGIC:
+        raise HuffmanFormatError(f'{path}: not a bias file of this project (bad magic)')
+    count, pos = _read_varint(buf, 2, path)
+    if count != param.numel() or len(buf) - pos != 4 * count:
+        raise HuffmanFormatError(f'{path}: holds {len(buf) - pos} bytes for {count} values; '
+                                 f'the layer has {param.numel()} (wrong model or truncated)')
+    _store(param, np.frombuffer(buf, dtype='<f4', offset=pos).reshape(tuple(param.shape)).copy())
+
+
+def _numpy(param):
+    return param.detach().cpu().numpy()
+
+
+def _store(param, array):
+    import torch
+    param.data.copy_(torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)))
+
+
+# ---------------------------------------------------------------- whole model
+def huffman_encode_model(model, directory='encodings/'):
+    """Encode every parameter into directory (replaced atomically); print the slides' table.
+
+    Returns a list of per-parameter rows (name, original, compressed bytes) and the
+    total as the last row.
+    """
+    parent = os.path.dirname(os.path.abspath(directory.rstrip('/'))) or '.'
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix='.encodings-tmp-')
+    try:
+        rows = [_encode_parameter(name, param, tmp) for name, param in model.named_parameters()]
+        _replace_directory(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    total = {'name': 'total', 'original': sum(r['original'] for r in rows),
+             'compressed': sum(r['compressed'] for r in rows)}
+    rows.append(total)
+    print_table(rows)
+    return rows
+
+
+def _encode_parameter(name, param, directory):
+    if param.dim() == 4:
+        compressed = huffman_encode_conv(param, name, directory)
+    elif param.dim() == 2:
+        compressed = huffman_encode_fc(param, name, directory)
+    else:
+        compressed = dump_bias(param, name, directory)
+    return {'name': name, 'original': param.numel() * 4, 'compressed': compressed}
+
+
+def _replace_directory(new, target):
+    """Swap a finished directory into place: readers see the old or the new, never half."""
+    target = target.rstrip('/')
+    old = None
+    if os.path.exists(target):
+        old = f'{target}.old-{os.getpid()}'
+        os.rename(target, old)
+    os.rename(new, target)
+    if old:
+        shutil.rmtree(old)
+
+
+def print_table(rows):
+    print(f"{'Layer':<15} | {'original bytes':>14} | {'compressed bytes':>16} | "
+          f"{'improvement':>11} | {'percent':>7}")
+    print('-' * 76)
+    for r in rows:
+        if r['name'] == 'total':
+            print('-' * 76)
+        print(f"{r['name']:<15} | {r['original']:14} | {r['compressed']:16} | "
+              f"{r['original'] / r['compressed']:10.2f}x | {100 * r['compressed'] / r['original']:6.2f}%")
+
+
+def huffman_decode_model(model, directory='encodings/'):
+    """Load every parameter of model from the files written by huffman_encode_model."""
+    for name, param in model.named_parameters():
+        if param.dim() == 4:
+            huffman_decode_conv(param, name, directory)
+        elif param.dim() == 2:
+            huffman_decode_fc(param, name, directory)
+        else:
+            load_bias(param, name, directory)
