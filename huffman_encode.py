@@ -26,6 +26,12 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def parameters_equal(a, b):
+    """Every parameter of a equals b's exactly (==; the sparse format stores no -0.0)."""
+    return all(torch.equal(p.cpu(), q.cpu())
+               for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
@@ -56,7 +62,7 @@ def run(args):
     t0 = time.time()
     huffman_decode_model(decoded, args.out)
     decode_seconds = time.time() - t0
-    exact = all(torch.equal(a.cpu(), b) for a, b in zip(model.parameters(), decoded.parameters()))
+    exact = parameters_equal(model, decoded)
     print('--- Accuracy after decoding ---')
     after = util.test(decoded, use_cuda)
     util.log(f'accuracy_after_decoding {after}', args.log)

@@ -60,11 +60,12 @@ def nonzero_counts(model):
 def print_nonzeros(model):
     """Print non-zeros per parameter and the total compression by pruning; return alive %."""
     nonzero = total = 0
-    for name, (nz, count) in nonzero_counts(model).items():
+    for name, param in model.named_parameters():
+        nz, count = int(torch.count_nonzero(param)), param.numel()
         nonzero += nz
         total += count
         print(f'{name:20} | nonzeros = {nz:8} / {count:8} ({100 * nz / count:6.2f}%) '
-              f'| total_pruned = {count - nz:8} | shape = {tuple(dict(model.named_parameters())[name].shape)}')
+              f'| total_pruned = {count - nz:8} | shape = {tuple(param.shape)}')
     print(f'alive: {nonzero}, pruned : {total - nonzero}, total: {total}, '
           f'Compression rate : {total / nonzero:10.2f}x  ({100 * (total - nonzero) / total:6.2f}% pruned)')
     return 100 * nonzero / total

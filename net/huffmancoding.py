@@ -70,7 +70,9 @@ def _read_header(buf, magic, path):
     if buf[:2] != magic:
         raise HuffmanFormatError(f'{path}: not a Huffman {"codebook" if magic == TREE_MAGIC else "stream"} '
                                  'file of this project (bad magic)')
-    if len(buf) < 3 or buf[2] not in DTYPES:
+    if len(buf) < 3:
+        raise HuffmanFormatError(f'{path}: truncated header')
+    if buf[2] not in DTYPES:
         raise HuffmanFormatError(f'{path}: unknown symbol type in header')
     count, pos = _read_varint(buf, 3, path)
     return DTYPES[buf[2]], count, pos
@@ -164,11 +166,11 @@ def _pack_codes(codes, lengths):
     max_length = int(lengths.max())
     parts = []
     for start in range(0, len(codes), ENCODE_CHUNK):
-        c = codes[start:start + ENCODE_CHUNK]
-        l = lengths[start:start + ENCODE_CHUNK]
-        left_justified = (c << (64 - l).astype(np.uint64)).astype('>u8')
+        chunk_codes = codes[start:start + ENCODE_CHUNK]
+        chunk_lengths = lengths[start:start + ENCODE_CHUNK]
+        left_justified = (chunk_codes << (64 - chunk_lengths).astype(np.uint64)).astype('>u8')
         bits = np.unpackbits(left_justified.view(np.uint8).reshape(-1, 8), axis=1)[:, :max_length]
-        parts.append(bits[np.arange(max_length) < l[:, None]])
+        parts.append(bits[np.arange(max_length) < chunk_lengths[:, None]])
     return np.packbits(np.concatenate(parts)).tobytes()
 
 
@@ -484,7 +486,8 @@ def huffman_encode_model(model, directory='encodings/'):
     Returns a list of per-parameter rows (name, original, compressed bytes) and the
     total as the last row.
     """
-    parent = os.path.dirname(os.path.abspath(directory.rstrip('/'))) or '.'
+    directory = os.path.normpath(directory)
+    parent = os.path.dirname(os.path.abspath(directory))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix='.encodings-tmp-')
     try:
@@ -512,7 +515,6 @@ def _encode_parameter(name, param, directory):
 
 def _replace_directory(new, target):
     """Swap a finished directory into place: readers see the old or the new, never half."""
-    target = target.rstrip('/')
     old = None
     if os.path.exists(target):
         old = f'{target}.old-{os.getpid()}'

@@ -43,9 +43,12 @@ def apply_weight_sharing(model, bits=5):
     """
     per_layer = bits if isinstance(bits, dict) else {}
     default = 5 if isinstance(bits, dict) else check_bits(bits)
-    for name, module in model.named_modules():
-        if not isinstance(module, (nn.Conv2d, nn.Linear)):
-            continue
+    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    unknown = sorted(set(per_layer) - {name for name, _ in layers})
+    if unknown:
+        raise ValueError(f'unknown layer name(s) {unknown} in bits; valid names are '
+                         f'{[name for name, _ in layers]}')
+    for name, module in layers:
         layer_bits = check_bits(per_layer.get(name, default))
         weight = module.weight.data
         shared = share_weights(weight.cpu().numpy(), layer_bits)

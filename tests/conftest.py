@@ -1,0 +1,40 @@
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from net.prune import PruningModule
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA_DIR = os.path.join(ROOT, '..', 'shared', 'data', 'cifar10-jpg')
+
+
+class TinyNet(PruningModule):
+    """A small conv + fc model with the same kinds of layers as AlexNet."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, kernel_size=3, padding=1)
+        self.fc1 = nn.Linear(4 * 8 * 8, 16)
+        self.fc2 = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 4)
+        return F.log_softmax(self.fc2(F.relu(self.fc1(x.flatten(1)))), dim=1)
+
+
+@pytest.fixture
+def tiny():
+    torch.manual_seed(0)
+    return TinyNet()
+
+
+@pytest.fixture
+def synthetic_data():
+    """(train_x, train_y, test_x, test_y): random uint8 images with learnable labels."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (96, 3, 32, 32), dtype=torch.uint8, generator=g)
+    labels = (images[:, 0, :16].float().mean((1, 2)) > 127.5).long()
+    return images[:64], labels[:64], images[64:], labels[64:]

@@ -1,0 +1,153 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import util
+from net.huffmancoding import (
+    HuffmanFormatError, decode_stream, encode_stream, huffman_code_lengths, huffman_decode,
+    huffman_decode_model, huffman_encode, huffman_encode_model,
+)
+from net.models import AlexNet
+from net.quantization import apply_weight_sharing
+
+rng = np.random.default_rng(0)
+EDGE_CASES = {
+    'empty float32': np.zeros(0, np.float32),
+    'empty int32': np.zeros(0, np.int32),
+    'one value': np.array([7], np.int32),
+    'one symbol repeated': np.full(1000, -1.5, np.float32),
+    'negative zero': np.array([0.0, -0.0, -0.0, 0.0, 1.0], np.float32),
+    'nan payloads and infinities': np.array([0x7FC00001, 0x7F800000, 0xFF800000, 0x7FC00000],
+                                            np.uint32).view(np.float32),
+    'int32 extremes': np.array([-2**31, 2**31 - 1, 0, -1] * 3, np.int32),
+    'exactly one byte of codes': np.array([1, 2] * 4, np.int32),
+    'trailing bits': np.array([1, 2, 2], np.int32),
+    'skewed (long codes)': np.repeat(np.arange(25), 2 ** np.arange(25) // 2 ** 8 + 1).astype(np.int32),
+    'all distinct floats': rng.standard_normal(3000).astype(np.float32),
+    'indices': rng.integers(0, 4096, 20000).astype(np.int32),
+}
+
+
+def bits_equal(a, b):
+    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+@pytest.mark.parametrize('arr', EDGE_CASES.values(), ids=EDGE_CASES.keys())
+def test_round_trip_is_bit_exact(arr, tmp_path):
+    tree_bytes, data_bytes = huffman_encode(arr, 'x', tmp_path)
+    assert tree_bytes == os.path.getsize(tmp_path / 'x_codebook.bin')
+    assert data_bytes == os.path.getsize(tmp_path / 'x.bin')
+    assert bits_equal(huffman_decode(tmp_path, 'x', arr.dtype), arr)
+
+
+def test_one_symbol_costs_one_bit_each():
+    _, stream = encode_stream(np.full(800, 3, np.int32))
+    assert len(stream) - len(encode_stream(np.zeros(0, np.int32))[1]) == 100 + 1  # +varint byte
+
+
+def test_tree_costs_one_bit_per_node_and_32_per_leaf():
+    arr = np.array([1, 1, 1, 2, 2, 3], np.int32)  # 3 leaves, 2 internal nodes
+    tree, _ = encode_stream(arr)
+    header = 2 + 1 + 1
+    assert len(tree) - header == -(-(5 + 3 * 32) // 8)
+
+
+def test_code_lengths_are_optimal():
+    counts = np.array([45, 13, 12, 16, 9, 5])  # the textbook example
+    lengths = huffman_code_lengths(counts)
+    assert (counts * lengths).sum() == 224
+    assert (2.0 ** -lengths).sum() == 1  # a complete prefix code
+
+
+@settings(max_examples=60, deadline=None)
+@given(hnp.arrays(np.int32, st.integers(0, 300), elements=st.integers(-5, 5)) |
+       hnp.arrays(np.float32, st.integers(0, 300), elements=st.floats(width=32, allow_nan=False)))
+def test_random_arrays_round_trip(arr):
+    tree, stream = encode_stream(arr)
+    assert bits_equal(decode_stream(tree, stream), arr)
+
+
+@pytest.fixture
+def encoded(tmp_path):
+    huffman_encode(rng.integers(0, 50, 5000).astype(np.int32), 'x', tmp_path)
+    return tmp_path
+
+
+def corrupt(path, change):
+    data = path.read_bytes()
+    path.write_bytes(change(data))
+
+
+@pytest.mark.parametrize('file, change, message', [
+    ('x.bin', lambda b: b[:-5], 'truncated'),
+    ('x.bin', lambda b: b + b'\0', 'trailing'),
+    ('x.bin', lambda b: b'PK' + b[2:], 'bad magic'),
+    ('x.bin', lambda b: b[:2], 'truncated'),
+    ('x.bin', lambda b: b[:2] + b'\x09' + b[3:], 'unknown symbol type'),
+    ('x.bin', lambda b: b[:2] + b'\x01' + b[3:], 'does not match'),
+    ('x_codebook.bin', lambda b: b[:-3], 'truncated'),
+    ('x_codebook.bin', lambda b: b + b'\xff', 'trailing'),
+    ('x_codebook.bin', lambda b: b'\x89PNG' + b[4:], 'bad magic'),
+    ('x_codebook.bin', lambda b: b'', 'bad magic'),
+])
+def test_corrupt_files_are_refused(encoded, file, change, message):
+    corrupt(encoded / file, change)
+    with pytest.raises(HuffmanFormatError, match=message):
+        huffman_decode(encoded, 'x', np.int32)
+
+
+def test_swapped_files_are_refused(encoded):
+    os.replace(encoded / 'x.bin', encoded / 'y')
+    os.replace(encoded / 'x_codebook.bin', encoded / 'x.bin')
+    os.replace(encoded / 'y', encoded / 'x_codebook.bin')
+    with pytest.raises(HuffmanFormatError, match='bad magic'):
+        huffman_decode(encoded, 'x', np.int32)
+
+
+def test_missing_file_names_the_script(tmp_path):
+    with pytest.raises(FileNotFoundError, match='huffman_encode.py'):
+        huffman_decode(tmp_path, 'x', np.int32)
+
+
+@pytest.fixture(scope='module')
+def shared_alexnet():
+    torch.manual_seed(0)
+    model = AlexNet()
+    model.prune_by_percentile({'conv1': 50, 'conv2': 10, 'conv3': 5, 'conv4': 5, 'conv5': 5,
+                               'fc1': 2, 'fc2': 0.5, 'fc3': 20})
+    apply_weight_sharing(model, 5)
+    return model
+
+
+def test_whole_model_round_trip_is_exact_with_identical_accuracy(shared_alexnet, tmp_path,
+                                                                 synthetic_data):
+    rows = huffman_encode_model(shared_alexnet, tmp_path / 'enc')
+    on_disk = sum(os.path.getsize(tmp_path / 'enc' / f) for f in os.listdir(tmp_path / 'enc'))
+    assert rows[-1]['compressed'] == on_disk
+    assert rows[-1]['original'] == 81_378_600
+    decoded = AlexNet()
+    huffman_decode_model(decoded, tmp_path / 'enc')
+    for (name, a), b in zip(shared_alexnet.named_parameters(), decoded.parameters(), strict=True):
+        assert torch.equal(a.view(torch.int32), b.view(torch.int32)), name
+    _, _, x, y = synthetic_data
+    assert util.evaluate(shared_alexnet, x, y) == util.evaluate(decoded, x, y)
+
+
+def test_decoding_into_the_wrong_shape_is_refused(shared_alexnet, tmp_path):
+    huffman_encode_model(shared_alexnet, tmp_path / 'enc')
+    decoded = AlexNet(num_classes=20)
+    with pytest.raises(HuffmanFormatError, match='do not match the layer shape'):
+        huffman_decode_model(decoded, tmp_path / 'enc')
+
+
+def test_re_encoding_replaces_the_directory(shared_alexnet, tmp_path):
+    (tmp_path / 'enc').mkdir()
+    (tmp_path / 'enc' / 'stale.bin').write_bytes(b'old')
+    huffman_encode_model(shared_alexnet, tmp_path / 'enc')
+    assert not (tmp_path / 'enc' / 'stale.bin').exists()
+    assert [p.name for p in tmp_path.iterdir()] == ['enc']  # no temp dirs left behind
