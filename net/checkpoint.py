@@ -6,7 +6,9 @@ its own classes: opening a hostile file cannot run code.
 """
 import os
 import pickle
+import re
 import tempfile
+import zipfile
 
 import torch
 from torch import nn
@@ -48,16 +50,20 @@ def load_model(path, device='cpu', made_by='pruning.py'):
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} not found: run `python {made_by}` first "
                               "(or pass --load-model-path)")
+    unreadable = CheckpointError(f"cannot read {path} (truncated or not a torch file); "
+                                 f"re-run `python {made_by}`")
+    if not zipfile.is_zipfile(path):  # torch.save has written zip archives since 1.6
+        raise unreadable
     try:
         with torch.serialization.safe_globals(SAFE_CLASSES):
             model = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
-        raise CheckpointError(f"refusing to load {path}: it is not a model saved by this "
-                              f"project ({first_line})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f"cannot read {path} (truncated or not a torch file: "
-                              f"{type(err).__name__}); re-run `python {made_by}`") from None
+        found = re.search(r'GLOBAL ([\w.]+)', str(err))
+        what = f'it references {found.group(1)}' if found else 'it holds objects'
+        raise CheckpointError(f"refusing to load {path}: {what}, which is not a model class of "
+                              "this project (loading it could run arbitrary code)") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile):
+        raise unreadable from None
     check_architecture(model, path)
     return model
 

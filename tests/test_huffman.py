@@ -9,8 +9,14 @@ from hypothesis.extra import numpy as hnp
 
 import util
 from net.huffmancoding import (
-    HuffmanFormatError, decode_stream, encode_stream, huffman_code_lengths, huffman_decode,
-    huffman_decode_model, huffman_encode, huffman_encode_model,
+    HuffmanFormatError,
+    decode_stream,
+    encode_stream,
+    huffman_code_lengths,
+    huffman_decode,
+    huffman_decode_model,
+    huffman_encode,
+    huffman_encode_model,
 )
 from net.models import AlexNet
 from net.quantization import apply_weight_sharing

@@ -1,0 +1,104 @@
+"""The three scripts as users run them: clear errors, and one real end-to-end run."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from net.checkpoint import save_model
+from net.models import AlexNet
+from tests.conftest import DATA_DIR, ROOT
+
+
+def run(script, *args, cwd):
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600,
+                          env=os.environ | {'PYTHONPATH': ROOT})
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_missing_checkpoint_names_the_script_to_run(tmp_path):
+    assert_one_line_error(run('weight_share.py', cwd=tmp_path), 'saves/model_after_retraining.ptmodel',
+                          'run `python pruning.py` first')
+    assert_one_line_error(run('huffman_encode.py', cwd=tmp_path), 'run `python weight_share.py` first')
+    assert_one_line_error(run('pruning.py', '--from-initial', cwd=tmp_path),
+                          'saves/initial_model.ptmodel')
+
+
+def test_wrong_architecture_checkpoints_are_refused(tmp_path):
+    save_model(AlexNet(num_classes=100), tmp_path / 'wide.ptmodel')
+    assert_one_line_error(run('weight_share.py', '--load-model-path', 'wide.ptmodel', cwd=tmp_path),
+                          'not the homework AlexNet', 'fc3.weight')
+    torch.save(AlexNet().state_dict(), tmp_path / 'state.ptmodel')
+    assert_one_line_error(run('huffman_encode.py', '--load-model-path', 'state.ptmodel', cwd=tmp_path),
+                          'not a whole AlexNet')
+    (tmp_path / 'junk.ptmodel').write_bytes(b'not a checkpoint')
+    assert_one_line_error(run('weight_share.py', '--load-model-path', 'junk.ptmodel', cwd=tmp_path),
+                          'cannot read junk.ptmodel')
+
+
+def test_hostile_pickle_is_not_executed(tmp_path):
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f'touch {tmp_path / "pwned"}',))
+    torch.save(Exploit(), tmp_path / 'evil.ptmodel')
+    assert_one_line_error(run('weight_share.py', '--load-model-path', 'evil.ptmodel', cwd=tmp_path),
+                          'refusing to load', 'posix.system')
+    assert not (tmp_path / 'pwned').exists()
+
+
+@pytest.mark.parametrize('rates, fragment', [
+    ('{"fc9": 5}', "unknown layer name(s) ['fc9']"),
+    ('{"fc1": 150}', 'between 0 and 100'),
+    ('{"fc1": 5', 'not valid JSON'),
+])
+def test_bad_rates_flag(tmp_path, rates, fragment):
+    assert_one_line_error(run('pruning.py', '--rates', rates, cwd=tmp_path), fragment)
+
+
+@pytest.mark.parametrize('bits', ['0', '17'])
+def test_bad_bits_flag(tmp_path, bits):
+    assert_one_line_error(run('weight_share.py', '--bits', bits, cwd=tmp_path), 'from 1 to 16')
+
+
+@pytest.mark.skipif(not os.path.isdir(DATA_DIR), reason='../shared/data/cifar10-jpg missing')
+def test_three_scripts_end_to_end_on_real_images(tmp_path):
+    data = ['--data-dir', DATA_DIR, '--subset', '600']
+    result = run('pruning.py', *data, '--epochs', '2', '--re-epochs', '1', cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert os.path.isfile(tmp_path / 'saves/initial_model.ptmodel')
+    assert os.path.isfile(tmp_path / 'saves/model_after_retraining.ptmodel')
+    assert 'Accuracy:' in result.stdout and '--- After retraining ---' in result.stdout
+    pruning = json.loads((tmp_path / 'log.pruning.json').read_text())
+    assert abs(pruning['layers']['fc2.weight']['nonzero'] - 0.09 * 4096 * 4096) <= 2
+
+    result = run('weight_share.py', *data, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    shared = torch.load(tmp_path / 'saves/model_after_weight_sharing.ptmodel', weights_only=False)
+    for name, param in shared.named_parameters():
+        if param.dim() > 1:
+            assert len(param.unique()) <= 33, name
+
+    result = run('huffman_encode.py', *data, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    total = re.search(r'^total\s+\|\s+81378600 \|\s+(\d+) \|\s+([\d.]+)x', result.stdout, re.M)
+    assert total, result.stdout
+    on_disk = sum(os.path.getsize(tmp_path / 'encodings' / f) for f in os.listdir(tmp_path / 'encodings'))
+    assert int(total.group(1)) == on_disk
+    accuracies = re.findall(r'Accuracy: \d+/600 \(([\d.]+)%\)', result.stdout)
+    assert len(accuracies) == 2 and accuracies[0] == accuracies[1]
+    assert 'decoded parameters equal the encoded ones exactly' in result.stdout
+    log = (tmp_path / 'log.txt').read_text()
+    for key in ('initial_accuracy', 'accuracy_after_pruning', 'accuracy_after_retraining',
+                'accuracy_after_weight_sharing', 'accuracy_after_decoding'):
+        assert key in log
