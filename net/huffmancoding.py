@@ -29,10 +29,14 @@ LEAF_BITS = 32
 # Windows of up to 57 bits are read from 8 bytes at any bit offset. A code that long
 # needs more symbols than fit in memory (Huffman depth grows like log_phi of the count).
 MAX_CODE_LENGTH = 57
-# Doubling steps of the decoder: it follows codeword starts 2**JUMP_LEVELS at a time.
-JUMP_LEVELS = 4
-ENCODE_CHUNK = 1 << 21
-DECODE_CHUNK = 1 << 23
+# Symbol tables of the encoder: value ranges up to DIRECT_RANGE are counted directly;
+# otherwise up to HASH_MAX_VALUES distinct values are hashed into 2**HASH_BITS buckets.
+DIRECT_RANGE = 1 << 22
+HASH_BITS = 16
+HASH_MAX_VALUES = 1 << 10
+HASH_MULTIPLIERS = (0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D)
+DECODE_CHUNK = 1 << 23  # bits; a multiple of 8
+DIRECT_TABLE_BITS = 20  # longer codes are looked up by binary search instead of a table
 
 
 class HuffmanFormatError(ValueError):
@@ -160,18 +164,65 @@ def canonical_codes(lengths):
 
 # ---------------------------------------------------------------- bit packing
 def _pack_codes(codes, lengths):
-    """Concatenate variable-length codes (MSB first) into zero-padded bytes."""
-    if len(codes) == 0:
+    """Concatenate variable-length codes (MSB first, each at most 57 bits) into
+    zero-padded bytes.
+
+    Each code lands in one 64-bit word or straddles two. Codes never overlap, so the
+    words are sums: np.add.reduceat over the codes of each word, in stream order.
+    """
+    lengths = lengths.astype(np.int64)
+    ends = np.cumsum(lengths)
+    total_bits = int(ends[-1]) if len(ends) else 0
+    if total_bits == 0:
         return b''
-    max_length = int(lengths.max())
-    parts = []
-    for start in range(0, len(codes), ENCODE_CHUNK):
-        chunk_codes = codes[start:start + ENCODE_CHUNK]
-        chunk_lengths = lengths[start:start + ENCODE_CHUNK]
-        left_justified = (chunk_codes << (64 - chunk_lengths).astype(np.uint64)).astype('>u8')
-        bits = np.unpackbits(left_justified.view(np.uint8).reshape(-1, 8), axis=1)[:, :max_length]
-        parts.append(bits[np.arange(max_length) < chunk_lengths[:, None]])
-    return np.packbits(np.concatenate(parts)).tobytes()
+    starts = ends - lengths
+    word = starts >> 6
+    end_in_word = (starts & 63) + lengths                  # 1..120
+    spill = np.maximum(end_in_word - 64, 0)                # bits that go to the next word
+    codes = np.where(lengths > 0, codes, 0).astype(np.uint64)
+    head = np.where(spill > 0, codes >> spill.astype(np.uint64),
+                    codes << (64 - end_in_word).clip(0, 63).astype(np.uint64))
+    words = np.zeros((total_bits + 63) // 64 + 1, dtype=np.uint64)
+    first = np.flatnonzero(np.diff(word, prepend=-1))
+    words[word[first]] = np.add.reduceat(head, first)
+    straddling = np.flatnonzero(spill)
+    words[word[straddling] + 1] += codes[straddling] << (64 - spill[straddling]).astype(np.uint64)
+    return words.astype('>u8').tobytes()[:(total_bits + 7) // 8]
+
+
+def _distinct(symbols):
+    """(distinct values, index of each symbol's value, counts) of a uint32 array.
+
+    Faster than np.unique's sort for the usual streams: a small range (indices,
+    counts) is counted directly; a few distinct floats (shared weights) are found with
+    a hash table whose every lookup is then verified. Anything else falls back to sort.
+    """
+    if len(symbols) == 0:
+        return symbols[:0], np.zeros(0, np.int64), np.zeros(0, np.int64)
+    low = symbols.min()
+    span = int(symbols.max()) - int(low) + 1
+    if span <= DIRECT_RANGE:
+        offsets = symbols - low
+        counts = np.bincount(offsets, minlength=span)
+        present = np.flatnonzero(counts)
+        slot = np.zeros(span, dtype=np.int64)
+        slot[present] = np.arange(len(present))
+        return present.astype(np.uint32) + low, slot[offsets], counts[present]
+    for multiplier in HASH_MULTIPLIERS:
+        hashed = (symbols * np.uint32(multiplier)) >> np.uint32(32 - HASH_BITS)
+        representative = np.full(1 << HASH_BITS, -1, dtype=np.int64)
+        representative[hashed] = np.arange(len(symbols))
+        used = np.flatnonzero(representative >= 0)
+        if len(used) > HASH_MAX_VALUES:
+            break
+        values = symbols[representative[used]]
+        slot = np.zeros(1 << HASH_BITS, dtype=np.int64)
+        slot[used] = np.arange(len(used))
+        inverse = slot[hashed]
+        if np.array_equal(values[inverse], symbols):  # no two values share a bucket
+            return values, inverse, np.bincount(inverse, minlength=len(values))
+    values, inverse, counts = np.unique(symbols, return_inverse=True, return_counts=True)
+    return values, inverse.reshape(-1), counts
 
 
 def _windows(body, positions, width):
@@ -187,7 +238,7 @@ def _windows(body, positions, width):
 def encode_stream(arr):
     """(codebook bytes, stream bytes) of a float32 or int32 array."""
     symbols, dtype = _as_symbols(arr)
-    values, inverse, counts = np.unique(symbols, return_inverse=True, return_counts=True)
+    values, inverse, counts = _distinct(symbols)
     if len(values) == 1:
         # The starter's dummy sibling: a second leaf, never used, so codes are 1 bit.
         values = np.append(values, values[0] ^ np.uint32(1))
@@ -302,27 +353,31 @@ def _codeword_starts(body, lengths, codes, n, path):
     """Bit offsets and leaf indices of the first n codewords of body.
 
     Every bit position is looked up in a table as if a codeword started there (a
-    vectorised pass); the chain of real starts, start + length, is then followed
-    2**JUMP_LEVELS codewords per step with jump tables built by pointer doubling.
+    vectorised pass giving jump[p] = p + length of that codeword); the chain of real
+    starts 0, jump[0], ... is then followed 2**levels codewords per Python step with
+    jump tables built by pointer doubling, and filled in between with numpy.
     """
     total_bits = len(body) * 8
     max_length = int(lengths.max())
-    left_justified = codes << (max_length - lengths).astype(np.uint64)
+    leaf_of = _leaf_lookup(lengths, codes, max_length)
     sink = total_bits  # one past the end: maps to itself
     index_type = np.int32 if sink < 2**31 else np.int64
     jump = np.empty(total_bits + 1, dtype=index_type)
-    for start in range(0, total_bits, DECODE_CHUNK):
-        positions = np.arange(start, min(start + DECODE_CHUNK, total_bits), dtype=np.int64)
-        leaf = _lookup(left_justified, lengths, max_length, _windows(body, positions, max_length))
-        jump[start:start + len(positions)] = np.minimum(positions + lengths[leaf], sink)
     jump[sink] = sink
+    step_of = _step_lookup(lengths.astype(index_type), leaf_of, max_length)
+    for start in range(0, total_bits, DECODE_CHUNK):
+        stop = min(start + DECODE_CHUNK, total_bits)
+        positions = np.arange(start, stop, dtype=index_type)
+        positions += step_of(_all_windows(body, start // 8, stop // 8, max_length))
+        np.minimum(positions, sink, out=jump[start:stop])
+    levels = _jump_levels(total_bits, n)
     level_jump = jump
-    for _ in range(JUMP_LEVELS):
+    for _ in range(levels):
         level_jump = level_jump[level_jump]
-    stride = 1 << JUMP_LEVELS
+    stride = 1 << levels
     anchors = np.empty(-(-n // stride), dtype=np.int64)
     p = 0
-    for i in range(len(anchors)):  # one Python step per 2**JUMP_LEVELS codewords
+    for i in range(len(anchors)):  # one Python step per 2**levels codewords
         anchors[i] = p
         p = level_jump[p]
     del level_jump
@@ -333,18 +388,45 @@ def _codeword_starts(body, lengths, codes, n, path):
     starts = starts.reshape(-1)[:n]
     if starts[-1] >= sink:
         raise HuffmanFormatError(f'{path}: truncated stream (fewer than {n} symbols)')
-    leaf = _lookup(left_justified, lengths, max_length, _windows(body, starts, max_length))
+    leaf = leaf_of(_windows(body, starts, max_length))
     if starts[-1] + lengths[leaf[-1]] > total_bits:
         raise HuffmanFormatError(f'{path}: truncated stream (fewer than {n} symbols)')
     return starts, leaf
 
 
-def _lookup(left_justified, lengths, max_length, windows):
-    """Index of the codeword that each max_length-bit window starts with."""
-    if max_length <= 20:  # a direct table of 2**max_length entries
+def _jump_levels(total_bits, n):
+    """Doubling levels that balance their numpy cost (about 2 ns per bit each) against
+    the Python steps they save (about 150 ns per anchor)."""
+    costs = [k * total_bits * 2 + n / 2 ** k * 150 for k in range(8)]
+    return int(np.argmin(costs))
+
+
+def _all_windows(body, first_byte, last_byte, width):
+    """The width-bit windows starting at every bit of bytes [first_byte, last_byte)."""
+    padded = np.frombuffer(body + bytes(8), dtype=np.uint8)
+    at_byte = np.ndarray((len(body) + 1,), dtype='>u8', buffer=padded, strides=(1,))
+    words = at_byte[first_byte:last_byte].astype(np.uint64)
+    out = np.empty((last_byte - first_byte, 8), dtype=np.uint32 if width <= 32 else np.uint64)
+    for r in range(8):
+        out[:, r] = (words << np.uint64(r)) >> np.uint64(64 - width)
+    return out.reshape(-1)
+
+
+def _leaf_lookup(lengths, codes, max_length):
+    """A function: max_length-bit windows -> index of the codeword each starts with."""
+    if max_length <= DIRECT_TABLE_BITS:
         table = np.repeat(np.arange(len(lengths)), 1 << (max_length - lengths))
-        return table[windows]
-    return np.searchsorted(left_justified, windows, side='right') - 1
+        return table.__getitem__
+    # Left-justified codewords split the window space into one interval per codeword.
+    left_justified = codes << (max_length - lengths).astype(np.uint64)
+    return lambda windows: np.searchsorted(left_justified, windows, side='right') - 1
+
+
+def _step_lookup(lengths, leaf_of, max_length):
+    """A function: windows -> length of the codeword each starts with (one table read)."""
+    if max_length <= DIRECT_TABLE_BITS:
+        return lengths[leaf_of(np.arange(1 << max_length))].__getitem__
+    return lambda windows: lengths[leaf_of(windows)]
 
 
 def huffman_encode(arr, prefix, save_dir='./'):
@@ -378,16 +460,54 @@ def _fc_form(shape):
     return 'csr' if shape[0] < shape[1] else 'csc'
 
 
-def huffman_encode_fc(param, name, directory):
-    """Three streams for a 2-D weight: data, indices, indptr differences. -> bytes."""
-    weight = _numpy(param)
+def fc_streams(weight, name):
+    """[(prefix, array)] of a 2-D weight: CSR (rows < cols) or CSC data, indices and
+    indptr differences."""
     form = _fc_form(weight.shape)
     mat = csr_matrix(weight) if form == 'csr' else csc_matrix(weight)
-    return sum(
-        sum(huffman_encode(arr, f'{name}_{form}_{part}', directory))
-        for part, arr in (('data', mat.data.astype(np.float32)),
-                          ('indices', mat.indices.astype(np.int32)),
-                          ('indptr', calc_index_diff(mat.indptr))))
+    return [(f'{name}_{form}_data', mat.data.astype(np.float32)),
+            (f'{name}_{form}_indices', mat.indices.astype(np.int32)),
+            (f'{name}_{form}_indptr', calc_index_diff(mat.indptr))]
+
+
+def conv_streams(weight, name):
+    """[(prefix, array)] of a 4-D weight: the hint's four lists over all Kn*Ch kernels
+    (data, non-zeros per kernel, column indices, row counts).
+
+    All (W, H) kernels stacked as one (Kn*Ch*W, H) matrix have as CSR exactly the
+    per-kernel CSRs concatenated, each kernel's indptr as its W row counts.
+    """
+    mat = csr_matrix(weight.reshape(-1, weight.shape[-1]))
+    row_counts = calc_index_diff(mat.indptr)
+    kernel_counts = row_counts.reshape(-1, weight.shape[2]).sum(axis=1).astype(np.int32)
+    return [(f'{name}_conv_data', mat.data.astype(np.float32)),
+            (f'{name}_conv_length', kernel_counts),
+            (f'{name}_conv_indices', mat.indices.astype(np.int32)),
+            (f'{name}_conv_indptr', row_counts)]
+
+
+def model_streams(model):
+    """[(prefix, array)] of every weight stream of model, as huffman_encode_model writes them."""
+    streams = []
+    for name, param in model.named_parameters():
+        if param.dim() in (2, 4):
+            make = fc_streams if param.dim() == 2 else conv_streams
+            streams += make(_numpy(param), name)
+    return streams
+
+
+def _encode_streams(streams, directory):
+    return sum(sum(huffman_encode(arr, prefix, directory)) for prefix, arr in streams)
+
+
+def huffman_encode_fc(param, name, directory):
+    """Huffman-code a 2-D weight as three streams; return the bytes written."""
+    return _encode_streams(fc_streams(_numpy(param), name), directory)
+
+
+def huffman_encode_conv(param, name, directory):
+    """Huffman-code a 4-D weight as four streams; return the bytes written."""
+    return _encode_streams(conv_streams(_numpy(param), name), directory)
 
 
 def huffman_decode_fc(param, name, directory):
@@ -400,27 +520,6 @@ def huffman_decode_fc(param, name, directory):
     major, minor = shape if form == 'csr' else shape[::-1]
     dense = _sparse_to_dense(data, indices, counts, major, minor, name)
     _store(param, dense if form == 'csr' else dense.T)
-
-
-def _conv_rows(weight):
-    """All (W, H) kernels stacked as one (Kn*Ch*W, H) matrix: its CSR is the per-kernel
-    CSRs concatenated (each kernel's indptr as its W row counts)."""
-    return csr_matrix(weight.reshape(-1, weight.shape[-1]))
-
-
-def huffman_encode_conv(param, name, directory):
-    """The hint's four lists over all Kn*Ch kernels: data, non-zeros per kernel, column
-    indices, row counts; each Huffman-coded. -> bytes."""
-    weight = _numpy(param)
-    mat = _conv_rows(weight)
-    row_counts = calc_index_diff(mat.indptr)
-    kernel_counts = row_counts.reshape(-1, weight.shape[2]).sum(axis=1).astype(np.int32)
-    return sum(
-        sum(huffman_encode(arr, f'{name}_conv_{part}', directory))
-        for part, arr in (('data', mat.data.astype(np.float32)),
-                          ('length', kernel_counts),
-                          ('indices', mat.indices.astype(np.int32)),
-                          ('indptr', row_counts)))
 
 
 def huffman_decode_conv(param, name, directory):
