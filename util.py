@@ -139,22 +139,25 @@ def cached_split(train, data_dir, subset):
 
 def normalize(images):
     """uint8 [B, 3, H, W] -> float, as ToTensor() + Normalize((0.1307,), (0.3081,))."""
-    return (images.float().div_(255) - NORM_MEAN).div_(NORM_STD)
+    return images.float().mul_(1 / (255 * NORM_STD)).sub_(NORM_MEAN / NORM_STD)
 
 
 def augment(images, generator):
-    """Batched random crop (zero padding 4, like RandomCrop(32, padding=4)) + h-flip."""
-    n, _, h, w = images.shape
-    padded = F.pad(images, (CROP_PADDING,) * 4)
+    """Batched random crop (zero padding 4, like RandomCrop(32, padding=4)) + h-flip.
+
+    Two gathers on the padded batch: one picks each image's rows, one its columns
+    (reversed for the flipped images).
+    """
+    n, c, h, w = images.shape
     device = images.device
+    padded = F.pad(images, (CROP_PADDING,) * 4)
     shift = torch.randint(0, 2 * CROP_PADDING + 1, (2, n), generator=generator).to(device)
-    rows = (shift[0, :, None] + torch.arange(h, device=device))[:, None, :, None]
-    cols = (shift[1, :, None] + torch.arange(w, device=device))[:, None, None, :]
-    flip = torch.rand(n, generator=generator).to(device) < 0.5
-    cols = torch.where(flip[:, None, None, None], cols.flip(-1), cols)
-    batch = torch.arange(n, device=device)[:, None, None, None]
-    channel = torch.arange(images.shape[1], device=device)[None, :, None, None]
-    return padded[batch, channel, rows, cols]
+    flip = (torch.rand(n, generator=generator) < 0.5).to(device)
+    rows = (shift[0, :, None] + torch.arange(h, device=device)).view(n, 1, h, 1)
+    picked_rows = padded.gather(2, rows.expand(n, c, h, w + 2 * CROP_PADDING))
+    cols = shift[1, :, None] + torch.arange(w, device=device)
+    cols = torch.where(flip[:, None], cols.flip(-1), cols).view(n, 1, 1, w)
+    return picked_rows.gather(3, cols.expand(n, c, h, w))
 
 
 def batches(images, labels, batch_size, generator=None, train=False):

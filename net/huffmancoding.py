@@ -37,6 +37,11 @@ HASH_MAX_VALUES = 1 << 10
 HASH_MULTIPLIERS = (0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D)
 DECODE_CHUNK = 1 << 23  # bits; a multiple of 8
 DIRECT_TABLE_BITS = 20  # longer codes are looked up by binary search instead of a table
+# Streams of at least LANES_MIN_BITS bits are decoded in lanes of about LANE_SYMBOLS
+# codewords; lanes not resynchronised after LANE_ROUNDS rounds fall back to jump tables.
+LANES_MIN_BITS = 1 << 16
+LANE_SYMBOLS = 256
+LANE_ROUNDS = 8
 
 
 class HuffmanFormatError(ValueError):
@@ -170,23 +175,21 @@ def _pack_codes(codes, lengths):
     Each code lands in one 64-bit word or straddles two. Codes never overlap, so the
     words are sums: np.add.reduceat over the codes of each word, in stream order.
     """
-    lengths = lengths.astype(np.int64)
-    ends = np.cumsum(lengths)
+    ends = np.cumsum(lengths, dtype=np.int64)
     total_bits = int(ends[-1]) if len(ends) else 0
     if total_bits == 0:
         return b''
     starts = ends - lengths
     word = starts >> 6
-    end_in_word = (starts & 63) + lengths                  # 1..120
-    spill = np.maximum(end_in_word - 64, 0)                # bits that go to the next word
-    codes = np.where(lengths > 0, codes, 0).astype(np.uint64)
-    head = np.where(spill > 0, codes >> spill.astype(np.uint64),
-                    codes << (64 - end_in_word).clip(0, 63).astype(np.uint64))
+    end_in_word = (starts & 63) + lengths                  # 1..120 (0 for empty codes)
+    head = codes << (64 - end_in_word).clip(0, 63).astype(np.uint64)
+    straddling = np.flatnonzero(end_in_word > 64)         # these spill into the next word
+    spill = (end_in_word[straddling] - 64).astype(np.uint64)
+    head[straddling] = codes[straddling] >> spill
     words = np.zeros((total_bits + 63) // 64 + 1, dtype=np.uint64)
     first = np.flatnonzero(np.diff(word, prepend=-1))
     words[word[first]] = np.add.reduceat(head, first)
-    straddling = np.flatnonzero(spill)
-    words[word[straddling] + 1] += codes[straddling] << (64 - spill[straddling]).astype(np.uint64)
+    words[word[straddling] + 1] += codes[straddling] << (np.uint64(64) - spill)
     return words.astype('>u8').tobytes()[:(total_bits + 7) // 8]
 
 
@@ -245,7 +248,8 @@ def encode_stream(arr):
         counts = np.append(counts, 0)
     lengths = huffman_code_lengths(np.maximum(counts, 1)) if len(values) else np.zeros(0, np.int64)
     codes, leaf_order = canonical_codes(lengths)
-    stream = _header(STREAM_MAGIC, dtype, len(symbols)) + _pack_codes(codes[inverse], lengths[inverse])
+    stream = _header(STREAM_MAGIC, dtype, len(symbols)) + _pack_codes(codes[inverse],
+                                                                      lengths[inverse])
     tree = _header(TREE_MAGIC, dtype, len(values)) + _encode_tree(values[leaf_order], lengths[leaf_order])
     return tree, stream
 
@@ -350,16 +354,127 @@ def decode_stream(tree, stream, tree_path='codebook', stream_path='stream'):
 
 
 def _codeword_starts(body, lengths, codes, n, path):
-    """Bit offsets and leaf indices of the first n codewords of body.
-
-    Every bit position is looked up in a table as if a codeword started there (a
-    vectorised pass giving jump[p] = p + length of that codeword); the chain of real
-    starts 0, jump[0], ... is then followed 2**levels codewords per Python step with
-    jump tables built by pointer doubling, and filled in between with numpy.
-    """
+    """Bit offsets and leaf indices of the first n codewords of body."""
     total_bits = len(body) * 8
     max_length = int(lengths.max())
     leaf_of = _leaf_lookup(lengths, codes, max_length)
+    if len(np.unique(lengths)) == 1:  # a fixed-length code
+        starts = np.arange(n, dtype=np.int64) * int(lengths[0])
+    else:
+        starts = None
+        if total_bits >= LANES_MIN_BITS:
+            starts = _starts_by_lanes(body, lengths, leaf_of, max_length, n)
+        if starts is None:
+            starts = _starts_by_jumps(body, lengths, leaf_of, max_length, n)
+    if len(starts) < n or starts[n - 1] >= total_bits:
+        raise HuffmanFormatError(f'{path}: truncated stream (fewer than {n} symbols)')
+    starts = starts[:n]
+    leaf = leaf_of(_windows(body, starts, max_length))
+    if starts[-1] + lengths[leaf[-1]] > total_bits:
+        raise HuffmanFormatError(f'{path}: truncated stream (fewer than {n} symbols)')
+    return starts, leaf
+
+
+def _starts_by_lanes(body, lengths, leaf_of, max_length, n):
+    """Codeword starts found by decoding many lanes of the stream side by side.
+
+    The stream is cut into lanes of equal bit length and every lane is decoded at once
+    (numpy over lanes, one step per codeword) from its first bit, as if a codeword
+    started there. Huffman codes resynchronise: a lane entered mid-codeword soon falls
+    onto the true codeword boundaries. Each lane's true entry is where the lane before
+    it exits; from there it is decoded again until it meets a position of its first
+    pass, after which that pass is right. Returns None if lanes fail to resynchronise
+    (then the caller uses the jump-table method, which always works).
+    """
+    total_bits = len(body) * 8
+    step_of = _step_lookup(lengths.astype(np.int64), leaf_of, max_length)
+    words = _byte_words(body)
+    shift = np.uint64(64 - max_length)
+
+    def step(p):
+        return step_of((words[p >> 3] << (p & 7).astype(np.uint64)) >> shift)
+
+    # Lanes of about LANE_SYMBOLS codewords; a multiple of the code lengths' common
+    # divisor, so a lane starts on the same residue as the true boundaries.
+    granule = int(np.gcd.reduce(lengths))
+    lane_bits = max(8 * max_length, int(total_bits / n * LANE_SYMBOLS))
+    lane_bits += -lane_bits % granule
+    lane_start = np.arange(0, total_bits, lane_bits, dtype=np.int64)
+    lanes = len(lane_start)
+    lane_end = np.minimum(lane_start + lane_bits, total_bits)
+    first_pass, first_exits, _ = _walk_lanes(step, np.arange(lanes), lane_start, lane_end)
+    visited = np.zeros(total_bits + 1, dtype=bool)
+    visited[first_pass[1]] = True
+
+    merged_at = np.full(lanes, -1, dtype=np.int64)
+    merged_at[0] = 0  # lane 0 starts at bit 0, a true boundary
+    exits = first_exits.copy()
+    entry = np.append(0, exits[:-1])
+    fixups, last_round = [], np.full(lanes, -1)
+    todo = np.arange(1, lanes)
+    for round_ in range(LANE_ROUNDS):
+        if len(todo) == 0:
+            break
+        walked, stops, merged = _walk_lanes(step, todo, entry[todo], lane_end[todo], visited)
+        fixups.append((round_, *walked))
+        last_round[todo] = round_
+        merged_at[todo] = np.where(merged, stops, -1)
+        exits[todo] = np.where(merged, first_exits[todo], stops)
+        following = todo[todo + 1 < lanes]
+        todo = following[exits[following] != entry[following + 1]] + 1
+        entry[todo] = exits[todo - 1]
+    if len(todo):
+        return None
+    lane, kept = first_pass
+    pieces = [kept[(merged_at[lane] >= 0) & (kept >= merged_at[lane])]]
+    pieces += [positions[last_round[lane] == round_] for round_, lane, positions in fixups]
+    return np.sort(np.concatenate(pieces))
+
+
+def _walk_lanes(step, lanes, entries, ends, visited=None):
+    """Follow codeword chains from entries, all lanes in lockstep, until each reaches
+    its end (or, given visited, a visited position).
+
+    Returns ((lane, position) of every codeword decoded), where each lane stopped, and
+    whether it stopped on a visited position.
+    """
+    stops = entries.copy()
+    active = np.flatnonzero(entries < ends) if visited is None else \
+        np.flatnonzero((entries < ends) & ~visited[entries])
+    p, end = entries[active], ends[active]
+    walked_lanes, walked = [], []
+    while len(active):
+        walked_lanes.append(active)
+        walked.append(p)
+        p = p + step(p)
+        running = p < end
+        if visited is not None:
+            running &= ~visited[np.minimum(p, len(visited) - 1)]
+        if not running.all():
+            stops[active[~running]] = p[~running]
+            active, p, end = active[running], p[running], end[running]
+    merged = np.zeros(len(entries), dtype=bool) if visited is None else \
+        (stops < ends) & visited[np.minimum(stops, len(visited) - 1)]
+    if walked:
+        return (lanes[np.concatenate(walked_lanes)], np.concatenate(walked)), stops, merged
+    return (lanes[:0], entries[:0]), stops, merged
+
+
+def _byte_words(body):
+    """The big-endian 64-bit word starting at every byte of body (zero-padded)."""
+    padded = np.frombuffer(body + bytes(8), dtype=np.uint8)
+    return np.ndarray((len(body) + 1,), dtype='>u8', buffer=padded, strides=(1,)).astype(np.uint64)
+
+
+def _starts_by_jumps(body, lengths, leaf_of, max_length, n):
+    """Codeword starts by jump tables over every bit position.
+
+    Every bit position is looked up as if a codeword started there (a vectorised pass
+    giving jump[p] = p + length of that codeword); the chain of real starts 0, jump[0],
+    ... is then followed 2**levels codewords per Python step with jump tables built by
+    pointer doubling, and filled in between with numpy.
+    """
+    total_bits = len(body) * 8
     sink = total_bits  # one past the end: maps to itself
     index_type = np.int32 if sink < 2**31 else np.int64
     jump = np.empty(total_bits + 1, dtype=index_type)
@@ -385,13 +500,7 @@ def _codeword_starts(body, lengths, codes, n, path):
     starts[:, 0] = anchors
     for r in range(1, stride):
         starts[:, r] = jump[starts[:, r - 1]]
-    starts = starts.reshape(-1)[:n]
-    if starts[-1] >= sink:
-        raise HuffmanFormatError(f'{path}: truncated stream (fewer than {n} symbols)')
-    leaf = leaf_of(_windows(body, starts, max_length))
-    if starts[-1] + lengths[leaf[-1]] > total_bits:
-        raise HuffmanFormatError(f'{path}: truncated stream (fewer than {n} symbols)')
-    return starts, leaf
+    return starts.reshape(-1)[:n]
 
 
 def _jump_levels(total_bits, n):

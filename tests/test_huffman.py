@@ -157,3 +157,37 @@ def test_re_encoding_replaces_the_directory(shared_alexnet, tmp_path):
     huffman_encode_model(shared_alexnet, tmp_path / 'enc')
     assert not (tmp_path / 'enc' / 'stale.bin').exists()
     assert [p.name for p in tmp_path.iterdir()] == ['enc']  # no temp dirs left behind
+
+
+def stream_parts(arr):
+    """(body, lengths, leaf lookup, max length, n) of an encoded stream, for the decoders."""
+    from net import huffmancoding as hc
+    tree, stream = encode_stream(arr)
+    _, n_leaves, tree_pos = hc._read_header(tree, hc.TREE_MAGIC, 'tree')
+    _, lengths, codes = hc._decode_tree(tree[tree_pos:], n_leaves, 'tree')
+    _, n, pos = hc._read_header(stream, hc.STREAM_MAGIC, 'stream')
+    max_length = int(lengths.max())
+    return stream[pos:], lengths, hc._leaf_lookup(lengths, codes, max_length), max_length, n
+
+
+@pytest.mark.parametrize('arr', [
+    rng.integers(0, 4000, 50_000).astype(np.int32),                   # near fixed length
+    np.minimum(rng.geometric(0.2, 60_000), 40).astype(np.int32),      # skewed, resyncs fast
+    np.minimum(rng.zipf(1.3, 30_000), 3000).astype(np.int32),         # long tail, long codes
+    (rng.random(100_000) < 0.05).astype(np.int32) * 3,                # two symbols
+], ids=['near-fixed', 'geometric', 'zipf', 'two-symbols'])
+def test_lane_decoder_finds_the_same_codewords_as_jump_tables(arr):
+    from net import huffmancoding as hc
+    parts = stream_parts(arr)
+    by_jumps = hc._starts_by_jumps(*parts)
+    by_lanes = hc._starts_by_lanes(*parts)
+    assert by_lanes is not None
+    assert np.array_equal(by_lanes[:len(arr)], by_jumps)
+
+
+def test_lane_decoder_falls_back_when_lanes_do_not_resynchronise(monkeypatch):
+    from net import huffmancoding as hc
+    arr = rng.integers(0, 4000, 50_000).astype(np.int32)
+    monkeypatch.setattr(hc, 'LANE_ROUNDS', 0)
+    assert hc._starts_by_lanes(*stream_parts(arr)) is None
+    assert bits_equal(decode_stream(*encode_stream(arr)), arr)  # through the jump tables

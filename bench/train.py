@@ -1,0 +1,106 @@
+"""Training throughput: this project's data path (one uint8 tensor on the device, batched
+augmentation) against a standard DataLoader with per-image torchvision transforms, same
+model, same optimizer, same run.
+
+    python bench/train.py --data-dir ../shared/data/cifar10-jpg [--batches 40]
+"""
+import argparse
+import json
+import os
+import time
+
+import common  # noqa: F401  (puts the project on sys.path)
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+import util
+from net.models import AlexNet
+
+BATCH_SIZE = 256
+STARTER_TRANSFORM = transforms.Compose([
+    transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
+    transforms.Normalize((0.1307,), (0.3081,))])
+
+
+class PerImageDataset(Dataset):
+    """What torchvision.datasets.CIFAR10 does per item: array -> PIL image -> transforms."""
+
+    def __init__(self, images, labels):
+        self.images = images.permute(0, 2, 3, 1).numpy()
+        self.labels = labels.tolist()
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        from PIL import Image
+        return STARTER_TRANSFORM(Image.fromarray(self.images[i])), self.labels[i]
+
+
+def dataloader_batches(images, labels, workers):
+    loader = DataLoader(PerImageDataset(images, labels), batch_size=BATCH_SIZE, shuffle=True,
+                        num_workers=workers, generator=torch.Generator().manual_seed(0),
+                        persistent_workers=False)
+    yield from loader
+
+
+def project_batches(images, labels):
+    while True:
+        yield from util.batches(images, labels, BATCH_SIZE, torch.Generator().manual_seed(0), train=True)
+
+
+def images_per_second(batches, n_batches, model=None, device='cpu'):
+    """Throughput over n_batches after one warm-up batch; with model, a full training step."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3) if model is not None else None
+    seen, start = 0, None
+    for i, (x, y) in enumerate(batches):
+        x, y = x.to(device), y.to(device)
+        if model is not None:
+            optimizer.zero_grad()
+            F.nll_loss(model(x), y).backward()
+            optimizer.step()
+        if i == 0:
+            start = time.perf_counter()  # after warm-up
+        else:
+            seen += len(y)
+        if i == n_batches:
+            break
+    return seen / (time.perf_counter() - start)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--data-dir', default=None)
+    p.add_argument('--batches', type=int, default=40, help='timed batches per measurement')
+    p.add_argument('--workers', type=int, default=min(2, os.cpu_count() or 1),
+                   help='DataLoader worker processes for the baseline')
+    p.add_argument('--no-cuda', action='store_true')
+    p.add_argument('--json', default=None)
+    args, _ = p.parse_known_args()
+    device = util.device_for(not args.no_cuda)
+    images, labels = util.load_split(True, args.data_dir, subset=BATCH_SIZE * (args.batches + 2))
+    on_device = images.to(device), labels.to(device)
+    print(f'device {device}, batch {BATCH_SIZE}, {args.batches} timed batches, '
+          f'DataLoader with {args.workers} workers')
+    figures = {}
+    for label, with_model in (('data only', False), ('training step', True)):
+        torch.manual_seed(0)
+        model = AlexNet().to(device).train() if with_model else None
+        ours = images_per_second(project_batches(*on_device), args.batches, model, device)
+        torch.manual_seed(0)
+        model = AlexNet().to(device).train() if with_model else None
+        baseline = images_per_second(dataloader_batches(images, labels, args.workers),
+                                     args.batches, model, device)
+        figures[label] = {'project_images_per_s': ours, 'dataloader_images_per_s': baseline,
+                          'speedup': ours / baseline}
+        print(f'{label:14} this project {ours:9.0f} img/s | DataLoader {baseline:9.0f} img/s | '
+              f'{ours / baseline:.1f}x')
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(figures, f, indent=2)
+
+
+if __name__ == '__main__':
+    main()
