@@ -82,6 +82,18 @@ def test_three_scripts_end_to_end_on_real_images(tmp_path):
     pruning = json.loads((tmp_path / 'log.pruning.json').read_text())
     assert abs(pruning['layers']['fc2.weight']['nonzero'] - 0.09 * 4096 * 4096) <= 2
 
+    # Prune the same initial model again, by std this time, without retraining it.
+    again = run('pruning.py', *data, '--from-initial', '--prune', 'std', '--sensitivity', '1',
+                '--re-epochs', '0', '--save-model-path', 'saves/std.ptmodel', cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert 'initial epoch' not in again.stdout  # no initial training
+    std_pruned = torch.load(tmp_path / 'saves/std.ptmodel', weights_only=False)
+    initial = torch.load(tmp_path / 'saves/initial_model.ptmodel', weights_only=False)
+    for (name, w), w0 in zip(std_pruned.named_parameters(), initial.parameters(), strict=True):
+        if w.dim() > 1:
+            kept = w0.abs() >= w0.std() * 1
+            assert torch.equal(w != 0, kept), name
+
     result = run('weight_share.py', *data, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     shared = torch.load(tmp_path / 'saves/model_after_weight_sharing.ptmodel', weights_only=False)
