@@ -52,7 +52,7 @@ def run(args):
     print('--- Accuracy before encoding ---')
     before = util.test(model, use_cuda)
     t0 = time.time()
-    rows = huffman_encode_model(model.cpu(), args.out)
+    rows = huffman_encode_model(model.cpu(), args.out, args.log)
     encode_seconds = time.time() - t0
     total = rows[-1]
     ratio = total['original'] / total['compressed']

@@ -171,7 +171,7 @@ def run(args, rates):
     else:
         model = AlexNet().to(device)
     train_x, train_y = (t.to(device) for t in util.load_split(True, args.data_dir, args.subset))
-    test_x, test_y = (t.to(device) for t in util.load_split(False, args.data_dir, args.subset))
+    test_x, test_y = (t.to(device) for t in util.cached_split(False, args.data_dir, args.subset))
     data = (train_x, train_y, test_x, test_y)
     history, results = [], {'config': config}
 

@@ -15,6 +15,8 @@ Layers: fc weights as CSR (rows < cols) or CSC, three streams (data, indices, in
 differences); conv weights as the CSR of every (W, H) kernel, four concatenated streams
 (data, non-zeros per kernel, column indices, row counts); biases raw.
 """
+import bisect
+import glob
 import os
 import shutil
 import tempfile
@@ -228,12 +230,15 @@ def _distinct(symbols):
     return values, inverse.reshape(-1), counts
 
 
+def _byte_words(body):
+    """A view: the big-endian 64-bit word starting at every byte of body (zero-padded)."""
+    padded = np.frombuffer(body + bytes(8), dtype=np.uint8)
+    return np.ndarray((len(body) + 1,), dtype='>u8', buffer=padded, strides=(1,))
+
+
 def _windows(body, positions, width):
     """The `width`-bit big-endian integer starting at each bit position of body."""
-    padded = np.frombuffer(body + bytes(8), dtype=np.uint8)
-    # An 8-byte big-endian integer at every byte offset (unaligned, strided view).
-    at_byte = np.ndarray((len(body) + 1,), dtype='>u8', buffer=padded, strides=(1,))
-    words = at_byte[positions >> 3].astype(np.uint64)
+    words = _byte_words(body)[positions >> 3].astype(np.uint64)
     return (words << (positions & 7).astype(np.uint64)) >> np.uint64(64 - width)
 
 
@@ -298,14 +303,14 @@ def _decode_tree(body, n_leaves, path):
             raise HuffmanFormatError(f'{path}: corrupt code tree (data after an empty tree)')
         return np.zeros(0, np.uint32), np.zeros(0, np.int64), np.zeros(0, np.uint64)
     bits = np.unpackbits(np.frombuffer(body, dtype=np.uint8))
+    if n_leaves > len(bits) // (1 + LEAF_BITS):
+        raise HuffmanFormatError(f'{path}: truncated code tree ({n_leaves} leaves claimed)')
     ones = np.flatnonzero(bits).tolist()
     values, lengths, codes = [], [], []
     pos = code = length = 0
-    one_index = 0
     for i in range(n_leaves):
-        # Skip to the next '1' at or after pos: the zeros before it are internal nodes.
-        while one_index < len(ones) and ones[one_index] < pos:
-            one_index += 1
+        # The next '1' at or after pos marks a leaf; the zeros before it are internal nodes.
+        one_index = bisect.bisect_left(ones, pos)
         if one_index == len(ones) or ones[one_index] + LEAF_BITS >= len(bits):
             raise HuffmanFormatError(f'{path}: truncated code tree')
         zeros = ones[one_index] - pos
@@ -346,6 +351,8 @@ def decode_stream(tree, stream, tree_path='codebook', stream_path='stream'):
         return np.zeros(0, dtype=dtype)
     if n_leaves == 0:
         raise HuffmanFormatError(f'{tree_path}: empty code tree for a non-empty stream')
+    if n > len(body) * 8 // int(lengths.min()):  # checked before any n-sized allocation
+        raise HuffmanFormatError(f'{stream_path}: truncated stream ({n} symbols claimed)')
     starts, leaf = _codeword_starts(body, lengths, codes, n, stream_path)
     end = int(starts[-1] + lengths[leaf[-1]])
     if len(body) != -(-end // 8) or (end % 8 and body[-1] & (0xFF >> (end % 8))):
@@ -388,7 +395,7 @@ def _starts_by_lanes(body, lengths, leaf_of, max_length, n):
     """
     total_bits = len(body) * 8
     step_of = _step_lookup(lengths.astype(np.int64), leaf_of, max_length)
-    words = _byte_words(body)
+    words = _byte_words(body).astype(np.uint64)
     shift = np.uint64(64 - max_length)
 
     def step(p):
@@ -403,7 +410,9 @@ def _starts_by_lanes(body, lengths, leaf_of, max_length, n):
     lanes = len(lane_start)
     lane_end = np.minimum(lane_start + lane_bits, total_bits)
     first_pass, first_exits, _ = _walk_lanes(step, np.arange(lanes), lane_start, lane_end)
-    visited = np.zeros(total_bits + 1, dtype=bool)
+    # The last lane may end up to max_length bits past total_bits (codewords read into
+    # the zero padding); those positions are never true starts but must be indexable.
+    visited = np.zeros(total_bits + max_length + 1, dtype=bool)
     visited[first_pass[1]] = True
 
     merged_at = np.full(lanes, -1, dtype=np.int64)
@@ -460,12 +469,6 @@ def _walk_lanes(step, lanes, entries, ends, visited=None):
     return (lanes[:0], entries[:0]), stops, merged
 
 
-def _byte_words(body):
-    """The big-endian 64-bit word starting at every byte of body (zero-padded)."""
-    padded = np.frombuffer(body + bytes(8), dtype=np.uint8)
-    return np.ndarray((len(body) + 1,), dtype='>u8', buffer=padded, strides=(1,)).astype(np.uint64)
-
-
 def _starts_by_jumps(body, lengths, leaf_of, max_length, n):
     """Codeword starts by jump tables over every bit position.
 
@@ -512,9 +515,7 @@ def _jump_levels(total_bits, n):
 
 def _all_windows(body, first_byte, last_byte, width):
     """The width-bit windows starting at every bit of bytes [first_byte, last_byte)."""
-    padded = np.frombuffer(body + bytes(8), dtype=np.uint8)
-    at_byte = np.ndarray((len(body) + 1,), dtype='>u8', buffer=padded, strides=(1,))
-    words = at_byte[first_byte:last_byte].astype(np.uint64)
+    words = _byte_words(body)[first_byte:last_byte].astype(np.uint64)
     out = np.empty((last_byte - first_byte, 8), dtype=np.uint32 if width <= 32 else np.uint64)
     for r in range(8):
         out[:, r] = (words << np.uint64(r)) >> np.uint64(64 - width)
@@ -546,7 +547,7 @@ def huffman_encode(arr, prefix, save_dir='./'):
     return tree_bytes, data_bytes
 
 
-def huffman_decode(directory, prefix, dtype):
+def huffman_decode(directory, prefix, dtype='float32'):
     """Read back the array written by huffman_encode(arr, prefix, directory)."""
     tree_path = os.path.join(directory, f'{prefix}_codebook.bin')
     stream_path = os.path.join(directory, f'{prefix}.bin')
@@ -562,6 +563,7 @@ def calc_index_diff(indptr):
 
 
 def reconstruct_indptr(diff):
+    """The starter's inverse of calc_index_diff."""
     return np.concatenate([[0], np.cumsum(diff)]).astype(np.int64)
 
 
@@ -605,18 +607,19 @@ def model_streams(model):
     return streams
 
 
-def _encode_streams(streams, directory):
-    return sum(sum(huffman_encode(arr, prefix, directory)) for prefix, arr in streams)
+def _encode_streams(param, streams, directory):
+    compressed = sum(sum(huffman_encode(arr, prefix, directory)) for prefix, arr in streams)
+    return param.numel() * 4, compressed
 
 
 def huffman_encode_fc(param, name, directory):
-    """Huffman-code a 2-D weight as three streams; return the bytes written."""
-    return _encode_streams(fc_streams(_numpy(param), name), directory)
+    """Huffman-code a 2-D weight as three streams; return (original, compressed) bytes."""
+    return _encode_streams(param, fc_streams(_numpy(param), name), directory)
 
 
 def huffman_encode_conv(param, name, directory):
-    """Huffman-code a 4-D weight as four streams; return the bytes written."""
-    return _encode_streams(conv_streams(_numpy(param), name), directory)
+    """Huffman-code a 4-D weight as four streams; return (original, compressed) bytes."""
+    return _encode_streams(param, conv_streams(_numpy(param), name), directory)
 
 
 def huffman_decode_fc(param, name, directory):
@@ -647,23 +650,32 @@ def huffman_decode_conv(param, name, directory):
 
 
 def _sparse_to_dense(data, indices, counts, major, minor, name):
-    """Dense (major, minor) float32 from CSR parts, after checking they fit the shape."""
+    """Dense (major, minor) float32 from CSR parts, after checking they fit the shape.
+
+    Indices must rise strictly within each row (as scipy writes them): a repeated index
+    would silently overwrite a weight instead of being refused.
+    """
     if (len(counts) != major or (counts < 0).any() or counts.sum() != len(data)
             or len(indices) != len(data) or (len(indices) and
                                              (indices.min() < 0 or indices.max() >= minor))):
         raise HuffmanFormatError(f'{name}: sparse streams do not match the layer shape '
                                  f'({major}, {minor}) (wrong model or corrupt encodings)')
+    indptr = reconstruct_indptr(counts)
+    row_start = np.zeros(len(indices), dtype=bool)
+    row_start[indptr[:-1][counts > 0]] = True
+    if (np.diff(indices) <= 0)[~row_start[1:]].any():
+        raise HuffmanFormatError(f'{name}: column indices not increasing within a row '
+                                 '(corrupt encodings)')
     dense = np.zeros((major, minor), dtype=np.float32)
-    rows = np.repeat(np.arange(major), counts)
-    dense[rows, indices] = data
+    dense[np.repeat(np.arange(major), counts), indices] = data
     return dense
 
 
 def dump_bias(param, name, directory):
-    """Write a bias raw (float32, no pickle); return the bytes written."""
+    """Write a bias raw (float32, no pickle); return (original, compressed) bytes."""
     bias = _numpy(param).astype('<f4').reshape(-1)
-    return _write_file(os.path.join(directory, f'{name}.bin'),
-                       BIAS_MAGIC + _varint(len(bias)) + bias.tobytes())
+    return bias.nbytes, _write_file(os.path.join(directory, f'{name}.bin'),
+                                    BIAS_MAGIC + _varint(len(bias)) + bias.tobytes())
 
 
 def load_bias(param, name, directory):
@@ -688,8 +700,9 @@ def _store(param, array):
 
 
 # ---------------------------------------------------------------- whole model
-def huffman_encode_model(model, directory='encodings/'):
-    """Encode every parameter into directory (replaced atomically); print the slides' table.
+def huffman_encode_model(model, directory='encodings/', log_file='log.txt'):
+    """Encode every parameter into directory (replaced atomically); print the slides' table
+    and append it to log_file (None: print only).
 
     Returns a list of per-parameter rows (name, original, compressed bytes) and the
     total as the last row.
@@ -707,40 +720,57 @@ def huffman_encode_model(model, directory='encodings/'):
     total = {'name': 'total', 'original': sum(r['original'] for r in rows),
              'compressed': sum(r['compressed'] for r in rows)}
     rows.append(total)
-    print_table(rows)
+    table = format_table(rows)
+    print(table)
+    if log_file is not None:
+        import util  # the starter's util.log; imported here so net/ loads without it
+        util.log(table, log_file)
     return rows
 
 
 def _encode_parameter(name, param, directory):
     if param.dim() == 4:
-        compressed = huffman_encode_conv(param, name, directory)
+        original, compressed = huffman_encode_conv(param, name, directory)
     elif param.dim() == 2:
-        compressed = huffman_encode_fc(param, name, directory)
+        original, compressed = huffman_encode_fc(param, name, directory)
     else:
-        compressed = dump_bias(param, name, directory)
-    return {'name': name, 'original': param.numel() * 4, 'compressed': compressed}
+        original, compressed = dump_bias(param, name, directory)
+    return {'name': name, 'original': original, 'compressed': compressed}
 
 
 def _replace_directory(new, target):
-    """Swap a finished directory into place: readers see the old or the new, never half."""
+    """Swap a finished directory into place: readers see the old or the new, never half.
+
+    If the second rename fails the old directory is put back. Leftovers of a run killed
+    between the renames (target.old-*) are removed first.
+    """
+    for stale in glob.glob(glob.escape(target) + '.old-*'):
+        shutil.rmtree(stale, ignore_errors=True)
     old = None
     if os.path.exists(target):
         old = f'{target}.old-{os.getpid()}'
         os.rename(target, old)
-    os.rename(new, target)
+    try:
+        os.rename(new, target)
+    except OSError:
+        if old:
+            os.rename(old, target)
+        raise
     if old:
         shutil.rmtree(old)
 
 
-def print_table(rows):
-    print(f"{'Layer':<15} | {'original bytes':>14} | {'compressed bytes':>16} | "
-          f"{'improvement':>11} | {'percent':>7}")
-    print('-' * 76)
+def format_table(rows):
+    """The slides' table: name | original bytes | compressed bytes | improvement | percent."""
+    lines = [f"{'Layer':<15} | {'original bytes':>14} | {'compressed bytes':>16} | "
+             f"{'improvement':>11} | {'percent':>7}", '-' * 76]
     for r in rows:
         if r['name'] == 'total':
-            print('-' * 76)
-        print(f"{r['name']:<15} | {r['original']:14} | {r['compressed']:16} | "
-              f"{r['original'] / r['compressed']:10.2f}x | {100 * r['compressed'] / r['original']:6.2f}%")
+            lines.append('-' * 76)
+        lines.append(f"{r['name']:<15} | {r['original']:14} | {r['compressed']:16} | "
+                     f"{r['original'] / r['compressed']:10.2f}x | "
+                     f"{100 * r['compressed'] / r['original']:6.2f}%")
+    return '\n'.join(lines)
 
 
 def huffman_decode_model(model, directory='encodings/'):

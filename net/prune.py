@@ -35,8 +35,8 @@ class PruningModule(nn.Module):
         for name, module in self.prunable_layers():
             if name not in rates:
                 continue
-            # Percentile over the weights still alive, so a second call prunes further
-            # relative to the current layer, not to zeros already counted.
+            # Percentile over all weights of the layer, zeros included: q is the share of
+            # the whole layer kept, so a second call with the same q changes nothing.
             weights = module.weight.data.abs().flatten().cpu().numpy().astype(np.float64)
             threshold = np.percentile(weights, 100 - rates[name])
             self._prune(module, threshold)

@@ -10,13 +10,17 @@ from hypothesis.extra import numpy as hnp
 import util
 from net.huffmancoding import (
     HuffmanFormatError,
+    calc_index_diff,
     decode_stream,
     encode_stream,
     huffman_code_lengths,
     huffman_decode,
+    huffman_decode_fc,
     huffman_decode_model,
     huffman_encode,
+    huffman_encode_fc,
     huffman_encode_model,
+    reconstruct_indptr,
 )
 from net.models import AlexNet
 from net.quantization import apply_weight_sharing
@@ -132,7 +136,7 @@ def shared_alexnet():
 
 def test_whole_model_round_trip_is_exact_with_identical_accuracy(shared_alexnet, tmp_path,
                                                                  synthetic_data):
-    rows = huffman_encode_model(shared_alexnet, tmp_path / 'enc')
+    rows = huffman_encode_model(shared_alexnet, tmp_path / 'enc', None)
     on_disk = sum(os.path.getsize(tmp_path / 'enc' / f) for f in os.listdir(tmp_path / 'enc'))
     assert rows[-1]['compressed'] == on_disk
     assert rows[-1]['original'] == 81_378_600
@@ -145,7 +149,7 @@ def test_whole_model_round_trip_is_exact_with_identical_accuracy(shared_alexnet,
 
 
 def test_decoding_into_the_wrong_shape_is_refused(shared_alexnet, tmp_path):
-    huffman_encode_model(shared_alexnet, tmp_path / 'enc')
+    huffman_encode_model(shared_alexnet, tmp_path / 'enc', None)
     decoded = AlexNet(num_classes=20)
     with pytest.raises(HuffmanFormatError, match='do not match the layer shape'):
         huffman_decode_model(decoded, tmp_path / 'enc')
@@ -154,7 +158,7 @@ def test_decoding_into_the_wrong_shape_is_refused(shared_alexnet, tmp_path):
 def test_re_encoding_replaces_the_directory(shared_alexnet, tmp_path):
     (tmp_path / 'enc').mkdir()
     (tmp_path / 'enc' / 'stale.bin').write_bytes(b'old')
-    huffman_encode_model(shared_alexnet, tmp_path / 'enc')
+    huffman_encode_model(shared_alexnet, tmp_path / 'enc', None)
     assert not (tmp_path / 'enc' / 'stale.bin').exists()
     assert [p.name for p in tmp_path.iterdir()] == ['enc']  # no temp dirs left behind
 
@@ -191,3 +195,84 @@ def test_lane_decoder_falls_back_when_lanes_do_not_resynchronise(monkeypatch):
     monkeypatch.setattr(hc, 'LANE_ROUNDS', 0)
     assert hc._starts_by_lanes(*stream_parts(arr)) is None
     assert bits_equal(decode_stream(*encode_stream(arr)), arr)  # through the jump tables
+
+
+@pytest.mark.parametrize('n', range(9460, 9480))
+def test_lane_decoder_handles_a_last_lane_shorter_than_a_codeword(n):
+    # Cutting one array at many lengths puts the end of the last lane at every offset,
+    # including lanes shorter than the longest code (they read into the zero padding).
+    arr = np.random.default_rng(0).integers(0, 3000, 12000).astype(np.int32)[:n]
+    assert bits_equal(decode_stream(*encode_stream(arr)), arr)
+
+
+@pytest.mark.parametrize('file', ['x.bin', 'x_codebook.bin'])
+def test_huge_counts_in_headers_are_refused_before_allocating(encoded, file):
+    from net import huffmancoding as hc
+    path = encoded / file
+    data = path.read_bytes()
+    _, _, body = hc._read_header(data, data[:2], file)
+    path.write_bytes(data[:3] + hc._varint(2**62) + data[body:])
+    with pytest.raises(HuffmanFormatError, match='claimed'):
+        huffman_decode(encoded, 'x', np.int32)
+
+
+def test_over_long_varints_are_refused(encoded):
+    path = encoded / 'x.bin'
+    path.write_bytes(path.read_bytes()[:3] + b'\xff' * 12 + b'\x01')
+    with pytest.raises(HuffmanFormatError, match='corrupt header'):
+        huffman_decode(encoded, 'x', np.int32)
+
+
+def test_repeated_column_index_in_a_row_is_refused(tmp_path):
+    weight = torch.zeros(3, 8)
+    weight[1, 2], weight[1, 5] = 1.0, 2.0
+    huffman_encode_fc(weight, 'fc', tmp_path)
+    huffman_encode(np.array([2, 2], np.int32), 'fc_csr_indices', tmp_path)  # was [2, 5]
+    with pytest.raises(HuffmanFormatError, match='not increasing within a row'):
+        huffman_decode_fc(torch.zeros(3, 8), 'fc', tmp_path)
+
+
+def test_layer_encoders_return_original_and_compressed_bytes(tmp_path):
+    weight = torch.zeros(3, 8)
+    weight[0, 1] = 0.5
+    original, compressed = huffman_encode_fc(weight, 'fc', tmp_path)
+    assert original == 3 * 8 * 4
+    assert compressed == sum(os.path.getsize(p) for p in tmp_path.iterdir())
+    assert huffman_decode(tmp_path, 'fc_csr_data').dtype == np.float32  # the starter's default
+    decoded = torch.ones(3, 8)
+    huffman_decode_fc(decoded, 'fc', tmp_path)
+    assert torch.equal(decoded, weight)
+
+
+def test_reconstruct_indptr_inverts_calc_index_diff():
+    indptr = np.array([0, 0, 3, 4, 4, 9])
+    assert np.array_equal(reconstruct_indptr(calc_index_diff(indptr)), indptr)
+
+
+def test_encoding_logs_the_table(shared_alexnet, tmp_path):
+    rows = huffman_encode_model(shared_alexnet, tmp_path / 'enc', tmp_path / 'log.txt')
+    log = (tmp_path / 'log.txt').read_text()
+    assert 'compressed bytes' in log and f"{rows[-1]['compressed']:16}" in log
+
+
+def test_stale_swap_directories_are_removed(shared_alexnet, tmp_path):
+    (tmp_path / 'enc.old-123').mkdir()  # left by a run killed between the two renames
+    huffman_encode_model(shared_alexnet, tmp_path / 'enc', None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['enc']
+
+
+def test_failed_swap_keeps_the_old_encodings(shared_alexnet, tmp_path, monkeypatch):
+    from net import huffmancoding as hc
+    huffman_encode_model(shared_alexnet, tmp_path / 'enc', None)
+    before = sorted(p.name for p in (tmp_path / 'enc').iterdir())
+    rename = os.rename
+
+    def failing_rename(src, dst):
+        if 'encodings-tmp' in str(src):
+            raise OSError('disk full')
+        rename(src, dst)
+    monkeypatch.setattr(hc.os, 'rename', failing_rename)
+    with pytest.raises(OSError, match='disk full'):
+        huffman_encode_model(shared_alexnet, tmp_path / 'enc', None)
+    assert sorted(p.name for p in (tmp_path / 'enc').iterdir()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['enc']
