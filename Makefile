@@ -1,19 +1,21 @@
-# make run   : the three scripts in order (DATA_DIR=dir for an offline ImageFolder copy)
+# make run   : the three scripts in order (DATA_DIR=dir for an offline ImageFolder copy,
+#              CONFIG=best for the recipe in configs/best.json)
 # make test  : ruff + the test suite
 # Both create .venv and install the requirements first if needed.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 DATA_DIR ?=
+CONFIG ?=
 ARGS ?=
 PRUNE_ARGS ?=
 SHARE_ARGS ?=
 ENCODE_ARGS ?=
-COMMON := $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(ARGS)
+COMMON := $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(CONFIG),--config configs/$(CONFIG).json) $(ARGS)
 
 .PHONY: run test bench clean
 
-$(VENV)/installed: requirements.txt requirements-dev.txt
+$(VENV)/installed: requirements.txt requirements-dev.txt requirements-plot.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@

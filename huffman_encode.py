@@ -23,7 +23,8 @@ def parse_args(argv=None):
     p.add_argument('--data-dir', type=str, default=None, metavar='DIR',
                    help='ImageFolder copy of CIFAR-10 (DIR/train, DIR/test) instead of the download')
     p.add_argument('--subset', type=int, default=None, metavar='N', help='test on N images only')
-    return p.parse_args(argv)
+    util.add_config_argument(p)
+    return util.parse_with_config(p, argv, 'huffman_encode')
 
 
 def parameters_equal(a, b):

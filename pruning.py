@@ -4,17 +4,23 @@ Writes saves/initial_model.ptmodel (the --load-model-path) and
 saves/model_after_retraining.ptmodel (the --save-model-path).
 """
 import argparse
+import contextlib
+import copy
+import io
 import json
+import os
+import tempfile
 import time
 
 import torch
-import torch.nn.functional as F
-from tqdm import tqdm
 
 import util
 from net.checkpoint import CheckpointError, load_model, save_model
+from net.huffmancoding import huffman_encode_model
 from net.models import AlexNet
 from net.prune import DEFAULT_PRUNE_RATE, validate_rates
+from net.quantization import apply_weight_sharing
+from training import fit, make_optimizer
 
 # Defaults: a full run of the three scripts fits in about an hour on a 2-core CPU.
 # The starter's recipe: --schedule constant --lr 0.001 --batch-size 50 --epochs 100
@@ -26,7 +32,6 @@ OPTIMIZER = 'adam'
 LR = {'adam': 1e-3, 'sgd': 0.005}     # peak of the one-cycle schedule
 RE_LR = {'adam': 3e-4, 'sgd': 0.002}  # peak for retraining after pruning
 WEIGHT_DECAY = {'adam': 1e-4, 'sgd': 5e-4}  # Adam's is the starter's
-MOMENTUM = 0.9
 
 
 def parse_args(argv=None):
@@ -61,11 +66,25 @@ def parse_args(argv=None):
     p.add_argument('--save-model-path', type=str, default='saves/model_after_retraining.ptmodel')
     p.add_argument('--from-initial', action='store_true',
                    help='skip initial training and start from --load-model-path')
+    p.add_argument('--prune-rounds', type=int, default=1, metavar='N',
+                   help='iterative pruning: N prune + retrain rounds toward --rates, each '
+                        'keeping the same fraction of the weights left (percentile only)')
+    p.add_argument('--round-epochs', type=int, default=2, metavar='N',
+                   help='retraining epochs after each round but the last (which gets --re-epochs)')
+    p.add_argument('--round-report', action='store_true',
+                   help='after each round, also weight-share a copy (5 bits) and report its '
+                        'accuracy and homework-format compression ratio (finds the best round)')
+    p.add_argument('--prune-dead-units', action='store_true',
+                   help='after each cut, also zero the incoming weights of units that no '
+                        'later weight reads (the network computes the same function)')
     p.add_argument('--data-dir', type=str, default=None, metavar='DIR',
                    help='ImageFolder copy of CIFAR-10 (DIR/train, DIR/test) instead of the download')
     p.add_argument('--subset', type=int, default=None, metavar='N',
                    help='use only N train and N test images (smoke runs)')
-    args = p.parse_args(argv)
+    util.add_config_argument(p)
+    args = util.parse_with_config(p, argv, 'pruning')
+    if args.prune_rounds < 1:
+        util.fail(f'--prune-rounds must be at least 1, got {args.prune_rounds}')
     if args.lr is None:
         args.lr = LR[args.optimizer]
     if args.re_lr is None:
@@ -89,57 +108,56 @@ def parse_rates(text):
     return validate_rates(AlexNet(), rates)
 
 
-def make_optimizer(model, args, lr, epochs, steps_per_epoch):
-    """(optimizer, per-step scheduler or None)."""
-    if args.optimizer == 'adam':
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=args.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=MOMENTUM, nesterov=True,
-                                    weight_decay=args.weight_decay)
-    if args.schedule == 'constant':
-        return optimizer, None
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=max(1, epochs * steps_per_epoch), pct_start=0.25)
-    return optimizer, scheduler
-
-
-def train(model, data, args, epochs, lr, phase, device, generator, history):
+def train(model, data, args, epochs, lr, phase, generator, history):
     """Train for `epochs`; pruned weights stay exactly zero throughout.
 
     After backward() the gradients of pruned weights are zeroed, and after every
     optimizer step the masks are re-applied, so neither momentum nor weight decay
     can revive a pruned weight.
     """
-    train_x, train_y, test_x, test_y = data
-    steps = -(-len(train_y) // args.batch_size)
-    optimizer, scheduler = make_optimizer(model, args, lr, epochs, steps)
-    for epoch in range(1, epochs + 1):
-        model.train()
-        seen = correct = 0
-        total_loss = 0.0
-        bar = tqdm(util.batches(train_x, train_y, args.batch_size, generator, train=True),
-                   total=steps, desc=f'{phase} {epoch}/{epochs}', leave=False, mininterval=1)
-        for i, (x, y) in enumerate(bar):
-            optimizer.zero_grad()
-            output = model(x)
-            loss = F.nll_loss(output, y)
-            loss.backward()
-            model.mask_gradients()
-            optimizer.step()
-            model.apply_masks()
-            if scheduler is not None:
-                scheduler.step()
-            seen += len(y)
-            total_loss += loss.item() * len(y)
-            correct += (output.argmax(1) == y).sum().item()
-            if i % args.log_interval == 0:
-                bar.set_postfix(loss=f'{total_loss / seen:.3f}', acc=f'{100 * correct / seen:.1f}%')
-        _, accuracy = util.evaluate(model, test_x, test_y, args.test_batch_size)
-        record = {'phase': phase, 'epoch': epoch, 'train_loss': total_loss / seen,
-                  'train_accuracy': 100 * correct / seen, 'test_accuracy': accuracy}
-        history.append(record)
-        print(f'{phase} epoch {epoch}/{epochs}: loss {record["train_loss"]:.4f}, '
-              f'train {record["train_accuracy"]:.2f}%, test {accuracy:.2f}%')
+    steps = -(-len(data[1]) // args.batch_size)
+    optimizer, scheduler = make_optimizer(model.parameters(), args.optimizer, lr, args.weight_decay,
+                                          args.schedule, epochs * steps)
+    fit(model, data, epochs, optimizer, scheduler, phase=phase, generator=generator,
+        history=history, batch_size=args.batch_size, test_batch_size=args.test_batch_size,
+        log_interval=args.log_interval, after_backward=model.mask_gradients,
+        after_step=model.apply_masks)
+
+
+def round_rates(rates, rounds):
+    """Per-layer percent kept after each of `rounds` pruning rounds: each round keeps the
+    same fraction of what the previous one kept, the last one exactly `rates`."""
+    return [{name: 100 * (rate / 100) ** (r / rounds) for name, rate in rates.items()}
+            for r in range(1, rounds + 1)]
+
+
+def prune_round(model, args, rates):
+    """Prune (by rates, or by std when rates is None), optionally drop dead units; test."""
+    if rates is None:
+        model.prune_by_std(args.sensitivity)
+    else:
+        model.prune_by_percentile(rates)
+    record = {'rates': rates}
+    if args.prune_dead_units:
+        record['dead_units_weights_removed'] = model.prune_dead_units()
+    record['accuracy_after_pruning'] = util.test(model, not args.no_cuda)
+    return record
+
+
+def shared_copy_report(model, use_cuda):
+    """Accuracy and homework-format ratio of a 5-bit weight-shared copy of model."""
+    shared = copy.deepcopy(model)
+    apply_weight_sharing(shared, 5)
+    accuracy = util.test(shared, use_cuda)
+    with tempfile.TemporaryDirectory() as directory:
+        with contextlib.redirect_stdout(io.StringIO()):
+            total = huffman_encode_model(shared.cpu(), os.path.join(directory, 'enc'), None)[-1]
+    report = {'shared_accuracy': accuracy,
+              'shared_ratio': total['original'] / total['compressed'],
+              'shared_bytes': total['compressed']}
+    print(f"if weight-shared now: {report['shared_accuracy']:.2f}%, "
+          f"{report['shared_ratio']:.2f}x ({report['shared_bytes']} bytes)")
+    return report
 
 
 def layer_report(model):
@@ -177,7 +195,7 @@ def run(args, rates):
 
     if not args.from_initial:
         print('--- Initial training ---')
-        train(model, data, args, args.epochs, args.lr, 'initial', device, generator, history)
+        train(model, data, args, args.epochs, args.lr, 'initial', generator, history)
         save_model(model, args.load_model_path)
     results['initial_accuracy'] = util.test(model, not args.no_cuda)
     util.log(f'initial_accuracy {results["initial_accuracy"]}', args.log)
@@ -185,18 +203,30 @@ def run(args, rates):
     util.print_nonzeros(model)
 
     if args.prune == 'percentile':
-        model.prune_by_percentile(rates)
+        schedule = round_rates(rates, args.prune_rounds)
     else:
-        model.prune_by_std(args.sensitivity)
-    results['accuracy_after_pruning'] = util.test(model, not args.no_cuda)
-    util.log(f'accuracy_after_pruning {results["accuracy_after_pruning"]}', args.log)
-    print('--- After pruning ---')
-    util.print_nonzeros(model)
-
-    print('--- Retraining ---')
-    train(model, data, args, args.re_epochs, args.re_lr, 'retrain', device, generator, history)
+        schedule = [None]  # one cut by std
+    results['rounds'] = []
+    for number, round_rate in enumerate(schedule, 1):
+        last = number == len(schedule)
+        tag = '' if len(schedule) == 1 else f' (round {number}/{len(schedule)})'
+        record = prune_round(model, args, round_rate)
+        print(f'--- After pruning{tag} ---')
+        util.print_nonzeros(model)
+        print(f'--- Retraining{tag} ---')
+        epochs = args.re_epochs if last else args.round_epochs
+        train(model, data, args, epochs, args.re_lr, f'retrain{number}' if tag else 'retrain',
+              generator, history)
+        record['accuracy_after_retraining'] = util.test(model, not args.no_cuda)
+        record['alive'] = sum(nz for nz, _ in util.nonzero_counts(model).values())
+        if args.round_report:
+            record |= shared_copy_report(model, not args.no_cuda)
+        results['rounds'].append(record)
+        util.log(f'round {number} {json.dumps(record)}', args.log)
     save_model(model, args.save_model_path)
-    results['accuracy_after_retraining'] = util.test(model, not args.no_cuda)
+    results['accuracy_after_pruning'] = results['rounds'][-1]['accuracy_after_pruning']
+    results['accuracy_after_retraining'] = results['rounds'][-1]['accuracy_after_retraining']
+    util.log(f'accuracy_after_pruning {results["accuracy_after_pruning"]}', args.log)
     util.log(f'accuracy_after_retraining {results["accuracy_after_retraining"]}', args.log)
     print('--- After retraining ---')
     alive = util.print_nonzeros(model)

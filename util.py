@@ -71,6 +71,68 @@ def print_nonzeros(model):
     return 100 * nonzero / total
 
 
+# ---------------------------------------------------------------- recipe files
+CONFIG_SECTIONS = ('pruning', 'weight_share', 'huffman_encode')
+
+
+def add_config_argument(parser):
+    parser.add_argument('--config', type=str, default=None, metavar='FILE',
+                        help='a recipe (e.g. configs/best.json): its section for this script sets '
+                             'the defaults; flags given on the command line still win')
+
+
+def parse_with_config(parser, argv, section):
+    """Parse argv; with --config FILE, FILE's `section` first replaces the defaults."""
+    args = parser.parse_args(argv)
+    if args.config is not None:
+        parser.set_defaults(**read_config(args.config, section, parser))
+        args = parser.parse_args(argv)
+    return args
+
+
+def read_config(path, section, parser):
+    """The checked flag defaults of one script from a recipe file (one clear error if bad)."""
+    try:
+        with open(path) as f:
+            recipe = json.load(f)
+    except OSError as err:
+        fail(f'cannot read the recipe {path}: {err.strerror}')
+    except json.JSONDecodeError as err:
+        fail(f'the recipe {path} is not valid JSON ({err.msg}, line {err.lineno})')
+    if not isinstance(recipe, dict):
+        fail(f'the recipe {path} must be a JSON object with sections {list(CONFIG_SECTIONS)}')
+    unknown = sorted(set(recipe) - set(CONFIG_SECTIONS) - {'description'})
+    if unknown:
+        fail(f'unknown section(s) {unknown} in {path}; valid: {list(CONFIG_SECTIONS)}')
+    actions = {a.dest: a for a in parser._actions if a.dest not in ('help', 'config')}
+    defaults = {}
+    for key, value in recipe.get(section, {}).items():
+        dest = key.replace('-', '_')
+        if dest not in actions:
+            fail(f'{path}: unknown setting "{key}" for {section}.py; valid: {sorted(actions)}')
+        defaults[dest] = _config_value(actions[dest], value, path, key)
+    return defaults
+
+
+def _config_value(action, value, path, key):
+    """A recipe value as the command line would give it, checked against the flag."""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)  # a JSON flag such as --rates or --bits
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if action.nargs == 0:  # an on/off flag
+        valid = isinstance(value, bool)
+    elif action.type in (int, float):
+        valid = number and (action.type is float or float(value).is_integer())
+        value = action.type(value) if valid else value
+    else:
+        valid = value is None or isinstance(value, str) or number
+        value = value if value is None else str(value)
+    if not valid or (action.choices and value not in action.choices):
+        fail(f'{path}: "{key}": {json.dumps(value)} is not a valid value for '
+             f'{action.option_strings[0]}')
+    return value
+
+
 def device_for(use_cuda):
     return torch.device('cuda' if use_cuda and torch.cuda.is_available() else 'cpu')
 

@@ -54,6 +54,29 @@ class PruningModule(nn.Module):
         weight.masked_fill_(~mask, 0.0)  # +0.0, where multiplying would leave -0.0
         set_mask(module, mask.to(weight.dtype))
 
+    def prune_dead_units(self):
+        """Zero (and mask) the incoming weights of every unit that no later weight reads.
+
+        A unit (fc output or conv filter) whose outgoing weights are all pruned feeds
+        nothing, so its incoming weights are dead code: removing them leaves the function
+        of the network unchanged. Walking from the last layer back lets removals cascade.
+        Assumes the prunable layers form a chain, each reading the previous one's output
+        (flattened channel-major between conv and fc), as in AlexNet. Returns the number
+        of non-zero weights removed.
+        """
+        layers = [m for _, m in self.prunable_layers()]
+        removed = 0
+        for layer, following in reversed(list(zip(layers, layers[1:], strict=False))):
+            dead = ~_units_read(following, layer.weight.shape[0])
+            if dead.any():
+                rows = layer.weight.data.view(len(dead), -1)
+                removed += int(rows[dead].count_nonzero())
+                mask = layer_mask(layer).clone()
+                mask.view(len(dead), -1)[dead] = 0
+                layer.weight.data.masked_fill_(mask == 0, 0.0)
+                set_mask(layer, mask)
+        return removed
+
     def apply_masks(self):
         """Re-zero pruned weights (after an optimizer step, which may have moved them)."""
         for _, module in self.prunable_layers():
@@ -71,6 +94,17 @@ def layer_mask(module):
     """The layer's mask, or all ones if it was never pruned."""
     mask = getattr(module, 'weight_mask', None)
     return mask if mask is not None else torch.ones_like(module.weight)
+
+
+def _units_read(layer, units):
+    """Which of the previous layer's `units` outputs some weight of `layer` may still read
+    (not pruned, or not zero)."""
+    live = (layer_mask(layer) != 0) | (layer.weight.data != 0)
+    per_input = live.transpose(0, 1).reshape(live.shape[1], -1).any(1)
+    if len(per_input) % units:
+        raise ValueError(f'{type(layer).__name__} with {len(per_input)} inputs does not read '
+                         f'the {units} units of the layer before it: not a chain of layers')
+    return per_input.view(units, -1).any(1)
 
 
 def set_mask(module, mask):

@@ -11,13 +11,33 @@ def check_bits(bits):
     return bits
 
 
-def share_weights(weight, bits, seed=0):
+def initial_centroids(values, k, init, seed=0):
+    """k starting centroids for 1-D values: the paper's three initialisations.
+
+    linear: evenly spaced between min and max (the slides'); random (Forgy): k distinct
+    values drawn at random; density: evenly spaced in the values' CDF (quantiles), so
+    dense regions get more centroids.
+    """
+    if init == 'linear':
+        return np.linspace(values.min(), values.max(), num=k)
+    if init == 'random':
+        rng = np.random.default_rng(seed)
+        return np.sort(rng.choice(np.unique(values), size=k, replace=False))
+    if init == 'density':
+        return np.unique(np.quantile(values, np.linspace(0, 1, num=k)))
+    raise ValueError(f'unknown centroid initialisation {init!r}; use one of {INITS}')
+
+
+INITS = ('linear', 'random', 'density')
+
+
+def share_weights(weight, bits, init='linear', seed=0):
     """A copy of `weight` (numpy, any shape) whose non-zeros hold at most 2**bits values.
 
-    k-means (scikit-learn, centroids initialised linearly between min and max, as the
-    slides do) over the non-zero weights; every weight is replaced by its centroid,
-    zeros and positions unchanged. A layer with no more distinct non-zeros than
-    clusters is returned as it is: sharing would not change a value.
+    k-means (scikit-learn, centroids from initial_centroids; linear as the slides do)
+    over the non-zero weights; every weight is replaced by its centroid, zeros and
+    positions unchanged. A layer with no more distinct non-zeros than clusters is
+    returned as it is: sharing would not change a value.
     """
     check_bits(bits)
     shared = weight.copy()
@@ -25,22 +45,29 @@ def share_weights(weight, bits, seed=0):
     values = weight[nonzero].astype(np.float64)
     if len(np.unique(values)) <= 2 ** bits:
         return shared
-    space = np.linspace(values.min(), values.max(), num=2 ** bits)
-    kmeans = KMeans(n_clusters=len(space), init=space.reshape(-1, 1), n_init=1,
+    start = initial_centroids(values, 2 ** bits, init, seed)
+    kmeans = KMeans(n_clusters=len(start), init=start.reshape(-1, 1), n_init=1,
                     algorithm='lloyd', random_state=seed)
     labels = kmeans.fit_predict(values.reshape(-1, 1))
     centroids = kmeans.cluster_centers_.reshape(-1).astype(weight.dtype)
-    # A centroid could round to exactly 0 in float32; keep pruned and kept apart.
-    centroids[centroids == 0] = np.finfo(weight.dtype).tiny
-    shared[nonzero] = centroids[labels]
+    shared[nonzero] = nonzero_centroids(centroids)[labels]
     return shared
 
 
-def apply_weight_sharing(model, bits=5):
+def nonzero_centroids(centroids):
+    """A centroid could round to exactly 0 in float32; keep pruned and kept apart."""
+    centroids[centroids == 0] = np.finfo(centroids.dtype).tiny
+    return centroids
+
+
+def apply_weight_sharing(model, bits=5, init='linear'):
     """Weight-share every conv (4-D) and fc (2-D) weight of model in place.
 
     bits: an int for all layers, or a dict layer name -> bits (missing layers: 5).
+    init: 'linear' (the slides'), 'random' or 'density' centroid initialisation.
     """
+    if init not in INITS:
+        raise ValueError(f'unknown centroid initialisation {init!r}; use one of {INITS}')
     per_layer = bits if isinstance(bits, dict) else {}
     default = 5 if isinstance(bits, dict) else check_bits(bits)
     layers = [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
@@ -51,5 +78,42 @@ def apply_weight_sharing(model, bits=5):
     for name, module in layers:
         layer_bits = check_bits(per_layer.get(name, default))
         weight = module.weight.data
-        shared = share_weights(weight.cpu().numpy(), layer_bits)
+        shared = share_weights(weight.cpu().numpy(), layer_bits, init)
         weight.copy_(torch.from_numpy(shared))
+
+
+class SharedWeights:
+    """Trained quantization (the paper's step 4) of a weight-shared model.
+
+    Each conv and fc layer's distinct non-zero values become trainable centroids; every
+    non-zero weight stays assigned to its centroid, so the gradient of a centroid is the
+    sum of the gradients of its weights. Zeros and assignments never change, so a layer
+    keeps at most as many distinct values as it had. Use: after loss.backward(), call
+    accumulate_gradients(); step an optimizer over parameters(); call write_back().
+    """
+
+    def __init__(self, model):
+        self.layers = []
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                flat = module.weight.data.view(-1)
+                index = flat.nonzero().view(-1)
+                values, labels = torch.unique(flat[index], return_inverse=True)
+                self.layers.append((module, index, labels, nn.Parameter(values.clone())))
+
+    def parameters(self):
+        return [centroids for *_, centroids in self.layers]
+
+    def accumulate_gradients(self):
+        """Each centroid's gradient: the sum of its weights' gradients."""
+        for module, index, labels, centroids in self.layers:
+            grad = module.weight.grad.view(-1)[index]
+            centroids.grad = torch.zeros_like(centroids).index_add_(0, labels, grad)
+
+    def write_back(self):
+        """Set every non-zero weight to its (updated) centroid; zeros stay zero."""
+        with torch.no_grad():
+            for module, index, labels, centroids in self.layers:
+                tiny = torch.finfo(centroids.dtype).tiny
+                centroids.masked_fill_(centroids == 0, tiny)
+                module.weight.data.view(-1)[index] = centroids[labels]

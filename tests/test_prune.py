@@ -99,7 +99,7 @@ def retrain(model, data, optimizer, tmp_path):
     args = pruning.parse_args(['--optimizer', optimizer, '--batch-size', '16', '--lr', '0.05',
                                '--weight-decay', '0.01', '--log', str(tmp_path / 'log.txt')])
     generator = torch.Generator().manual_seed(0)
-    pruning.train(model, data, args, 2, args.lr, 'test', 'cpu', generator, [])
+    pruning.train(model, data, args, 2, args.lr, 'test', generator, [])
 
 
 @pytest.mark.parametrize('optimizer', ['adam', 'sgd'])

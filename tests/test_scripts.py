@@ -114,3 +114,47 @@ def test_three_scripts_end_to_end_on_real_images(tmp_path):
     for key in ('initial_accuracy', 'accuracy_after_pruning', 'accuracy_after_retraining',
                 'accuracy_after_weight_sharing', 'accuracy_after_decoding'):
         assert key in log
+
+
+@pytest.mark.skipif(not os.path.isdir(DATA_DIR), reason='../shared/data/cifar10-jpg missing')
+def test_recipe_tools_end_to_end_on_real_images(tmp_path):
+    data = ['--data-dir', DATA_DIR, '--subset', '300']
+    rates = {'conv1': 50, 'conv2': 10, 'conv3': 5, 'conv4': 5, 'conv5': 5, 'fc1': 1, 'fc2': 0.1,
+             'fc3': 10}
+    (tmp_path / 'recipe.json').write_text(json.dumps({
+        'pruning': {'epochs': 1, 'prune_rounds': 2, 'round_epochs': 1, 're_epochs': 1,
+                    'prune_dead_units': True, 'round_report': True, 'rates': rates},
+        'weight_share': {'bits': {'fc1': 2, 'fc2': 2, 'fc3': 3}, 'init': 'density',
+                         'quantize_epochs': 1}}))
+    recipe = ['--config', 'recipe.json', *data]
+    result = run('pruning.py', *recipe, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert '--- After pruning (round 2/2) ---' in result.stdout
+    rounds = json.loads((tmp_path / 'log.pruning.json').read_text())['rounds']
+    assert len(rounds) == 2 and rounds[0]['alive'] > rounds[1]['alive']
+    assert all(r['shared_ratio'] > 1 for r in rounds)
+    model = torch.load(tmp_path / 'saves/model_after_retraining.ptmodel', weights_only=False)
+    for name, layer in model.prunable_layers():
+        assert int(layer.weight.count_nonzero()) <= rates[name] / 100 * layer.weight.numel() + 1, name
+    # No dead units are left: every fc1 unit with inputs is read by fc2, and so on.
+    assert ((model.fc1.weight != 0).any(1) <= (model.fc2.weight != 0).any(0)).all()
+    assert ((model.fc2.weight != 0).any(1) <= (model.fc3.weight != 0).any(0)).all()
+
+    result = run('weight_share.py', *recipe, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert '--- Accuracy after trained quantization ---' in result.stdout
+    shared = torch.load(tmp_path / 'saves/model_after_weight_sharing.ptmodel', weights_only=False)
+    for name, layer in shared.prunable_layers():
+        limit = {'fc1': 4, 'fc2': 4, 'fc3': 8}.get(name, 32)
+        assert len(layer.weight[layer.weight != 0].unique()) <= limit, name
+        assert torch.equal(layer.weight != 0, dict(model.prunable_layers())[name].weight != 0)
+    result = run('huffman_encode.py', *recipe, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+    result = run('analyze.py', 'sensitivity', '--kept', '50,5', '--out', 'sens', *data, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = (tmp_path / 'sens.csv').read_text().splitlines()
+    assert lines[0] == 'layer,kept_percent,nonzero,accuracy' and len(lines) == 1 + 8 * 2
+    result = run('analyze.py', 'distribution', '--layer', 'fc3', '--out', 'dist', *data, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / 'dist.png').is_file()

@@ -1,0 +1,221 @@
+"""The recipe tools: iterative schedules, dead-unit removal, recipe files, centroid
+initialisations, trained quantization and the sensitivity analyses."""
+import builtins
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import analyze
+import pruning
+import weight_share
+from net.analysis import bits_sensitivity, prune_sensitivity
+from net.quantization import SharedWeights, apply_weight_sharing, initial_centroids, share_weights
+from training import fit, make_optimizer
+
+
+# ---------------------------------------------------------------- iterative pruning
+def test_round_rates_shrink_geometrically_to_the_target():
+    rounds = pruning.round_rates({'fc1': 1, 'conv1': 64, 'fc3': 100}, 4)
+    assert len(rounds) == 4
+    assert rounds[-1] == pytest.approx({'fc1': 1, 'conv1': 64, 'fc3': 100})
+    fc1 = [r['fc1'] for r in rounds]
+    assert fc1 == pytest.approx([100 * 0.01 ** (k / 4) for k in range(1, 5)])
+    assert [r['conv1'] for r in rounds] == pytest.approx([64 ** (k / 4) * 100 ** (1 - k / 4)
+                                                          for k in range(1, 5)])
+
+
+def test_iterated_percentile_cuts_end_at_the_target_share(tiny):
+    for rates in pruning.round_rates({'conv1': 50, 'fc1': 10, 'fc2': 30}, 3):
+        tiny.prune_by_percentile(rates)
+    for name, layer in tiny.prunable_layers():
+        kept = 100 * int(layer.weight.count_nonzero()) / layer.weight.numel()
+        assert kept == pytest.approx({'conv1': 50, 'fc1': 10, 'fc2': 30}[name], abs=1), name
+
+
+# ---------------------------------------------------------------- dead units
+def test_dead_units_lose_their_incoming_weights_and_the_function_is_unchanged(tiny):
+    # fc1 unit 3 feeds nothing once its fc2 column is pruned; conv1 channel 2 feeds
+    # nothing once every fc1 input from it (features 128..191) is pruned.
+    tiny.prune_by_percentile(100)  # masks everywhere, nothing pruned yet
+    with torch.no_grad():
+        tiny.fc2.weight_mask[:, 3] = 0
+        tiny.fc1.weight_mask[:, 128:192] = 0
+        tiny.apply_masks()
+    x = torch.randn(5, 3, 32, 32)
+    before = tiny(x)
+    removed = tiny.prune_dead_units()
+    assert removed == (256 - 64) + 3 * 3 * 3  # fc1 row 3 had lost 64 already
+    assert (tiny.fc1.weight[3] == 0).all() and (tiny.fc1.weight_mask[3] == 0).all()
+    assert (tiny.conv1.weight[2] == 0).all() and (tiny.conv1.weight_mask[2] == 0).all()
+    assert int(tiny.fc1.weight.count_nonzero()) == 16 * 256 - 16 * 64 - (256 - 64)
+    assert torch.allclose(tiny(x), before, atol=1e-6)
+    assert tiny.prune_dead_units() == 0  # nothing left to remove
+
+
+def test_dead_unit_removal_cascades_backwards(tiny):
+    tiny.prune_by_percentile(100)
+    with torch.no_grad():
+        tiny.fc2.weight_mask.zero_()  # the output reads nothing: everything is dead
+        tiny.apply_masks()
+    tiny.prune_dead_units()
+    for name, layer in tiny.prunable_layers():
+        assert int(layer.weight.count_nonzero()) == 0, name
+
+
+# ---------------------------------------------------------------- recipe files
+def write_recipe(tmp_path, recipe):
+    path = tmp_path / 'recipe.json'
+    path.write_text(json.dumps(recipe))
+    return str(path)
+
+
+def test_recipe_sets_defaults_and_flags_still_win(tmp_path):
+    path = write_recipe(tmp_path, {
+        'description': 'test', 'pruning': {'epochs': 3, 'prune-rounds': 4, 'prune_dead_units': True,
+                                           'rates': {'fc2': 1}, 're_lr': 0.01},
+        'weight_share': {'bits': {'fc1': 3}, 'init': 'density'}})
+    args = pruning.parse_args(['--config', path, '--epochs', '7'])
+    assert (args.epochs, args.prune_rounds, args.prune_dead_units, args.re_lr) == (7, 4, True, 0.01)
+    assert pruning.parse_rates(args.rates)['fc2'] == 1
+    shared = weight_share.parse_args(['--config', path])
+    assert weight_share.parse_bits(shared.bits) == {'fc1': 3} and shared.init == 'density'
+
+
+@pytest.mark.parametrize('recipe, message', [
+    ({'pruning': {'epochz': 3}}, 'unknown setting "epochz"'),
+    ({'prunning': {}}, "unknown section(s) ['prunning']"),
+    ({'pruning': {'epochs': 2.5}}, '"epochs": 2.5 is not a valid value for --epochs'),
+    ({'pruning': {'optimizer': 'rmsprop'}}, 'not a valid value for --optimizer'),
+    ({'pruning': {'prune_dead_units': 'yes'}}, 'not a valid value for --prune-dead-units'),
+    ([1, 2], 'must be a JSON object'),
+])
+def test_bad_recipes_are_one_clear_error(tmp_path, capsys, recipe, message):
+    with pytest.raises(SystemExit) as exit_:
+        pruning.parse_args(['--config', write_recipe(tmp_path, recipe)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('error: ') and message in err and '\n' not in err
+
+
+def test_missing_recipe_file_is_one_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        weight_share.parse_args(['--config', str(tmp_path / 'nope.json')])
+    assert 'cannot read the recipe' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('text, message', [
+    ('{"fc9": 3}', "unknown layer name(s) ['fc9']"),
+    ('{"fc1": 0}', 'from 1 to 16'),
+    ('five', 'neither an integer nor valid JSON'),
+])
+def test_bad_per_layer_bits_are_refused(text, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        weight_share.parse_bits(text)
+
+
+# ---------------------------------------------------------------- centroid initialisation
+@pytest.mark.parametrize('init', ['linear', 'random', 'density'])
+def test_every_initialisation_shares_to_at_most_2_to_the_bits_values(init):
+    weight = np.random.default_rng(1).standard_normal((40, 50)).astype(np.float32)
+    weight[np.abs(weight) < 0.5] = 0
+    shared = share_weights(weight, 3, init)
+    assert len(np.unique(shared[shared != 0])) <= 8
+    assert np.array_equal(shared != 0, weight != 0)
+
+
+def test_initialisations_place_centroids_as_the_paper_describes():
+    values = np.concatenate([np.full(90, 0.1), np.linspace(0.5, 1.0, 10)])
+    assert np.allclose(initial_centroids(values, 3, 'linear'), [0.1, 0.55, 1.0])
+    density = initial_centroids(values, 5, 'density')
+    assert (density == 0.1).sum() == 1 and density.min() == 0.1 and density.max() == 1.0
+    forgy = initial_centroids(values, 4, 'random')
+    assert len(set(forgy)) == 4 and set(forgy) <= set(values)
+    with pytest.raises(ValueError, match='unknown centroid initialisation'):
+        initial_centroids(values, 4, 'kmeans++')
+
+
+# ---------------------------------------------------------------- trained quantization
+def test_centroid_gradient_is_the_sum_of_its_weights_gradients(tiny):
+    apply_weight_sharing(tiny, 2)
+    shared = SharedWeights(tiny)
+    x = torch.randn(4, 3, 32, 32)
+    tiny(x).sum().backward()
+    shared.accumulate_gradients()
+    module, _, _, centroids = shared.layers[-1]  # fc2
+    weight = module.weight.data
+    for k, value in enumerate(centroids.detach()):
+        assert centroids.grad[k] == pytest.approx(float(module.weight.grad[weight == value].sum()),
+                                                  rel=1e-5, abs=1e-6)
+
+
+def test_trained_quantization_keeps_zeros_assignments_and_value_counts(tiny, synthetic_data):
+    tiny.prune_by_percentile(40)
+    apply_weight_sharing(tiny, 3)
+    before = {n: m.weight.data.clone() for n, m in tiny.prunable_layers()}
+    shared = SharedWeights(tiny)
+    optimizer, scheduler = make_optimizer(shared.parameters(), 'adam', 0.01, 0, 'constant', 1)
+    fit(tiny, synthetic_data, 2, optimizer, scheduler, phase='q', history=[],
+        generator=torch.Generator().manual_seed(0), batch_size=16,
+        after_backward=shared.accumulate_gradients, after_step=shared.write_back)
+    for name, layer in tiny.prunable_layers():
+        old, new = before[name], layer.weight.data
+        assert torch.equal(old != 0, new != 0), name
+        assert len(new[new != 0].unique()) <= 8, name
+        assert not torch.equal(old, new), name  # the values did train
+        # Weights that shared a value still share one: assignments are fixed.
+        for value in old[old != 0].unique():
+            assert len(new[old == value].unique()) == 1, name
+
+
+# ---------------------------------------------------------------- analyses
+def kept_weights(model):
+    return sum(int(m.weight.count_nonzero()) for _, m in model.prunable_layers())
+
+
+def test_prune_sensitivity_prunes_one_layer_at_a_time(tiny):
+    total = kept_weights(tiny)
+    rows = prune_sensitivity(tiny, kept_weights, [50, 10])
+    assert [(r['layer'], r['kept_percent']) for r in rows] == [
+        (layer, kept) for layer in ('conv1', 'fc1', 'fc2') for kept in (50, 10)]
+    sizes = {'conv1': 4 * 27, 'fc1': 16 * 256, 'fc2': 160}
+    for r in rows:
+        assert r['nonzero'] == pytest.approx(sizes[r['layer']] * r['kept_percent'] / 100, abs=1)
+        assert r['accuracy'] == total - sizes[r['layer']] + r['nonzero']
+    assert kept_weights(tiny) == total  # the model itself is untouched
+
+
+def test_bits_sensitivity_shares_one_layer_at_a_time(tiny):
+    original = {n: m.weight.data.clone() for n, m in tiny.prunable_layers()}
+    rows = bits_sensitivity(tiny, lambda m: 0.0, [3, 1])
+    assert all(r['distinct_nonzero'] <= 2 ** r['bits'] for r in rows)
+    assert len(rows) == 6
+    for name, layer in tiny.prunable_layers():
+        assert torch.equal(layer.weight.data, original[name])
+
+
+def test_analysis_writes_csv_without_matplotlib(tmp_path, monkeypatch, capsys):
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith('matplotlib'):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, '__import__', no_matplotlib)
+    rows = [{'layer': 'fc1', 'bits': 2, 'accuracy': 50.0}]
+    analyze.write_csv(str(tmp_path / 'out'), rows)
+    analyze.plot_curves(str(tmp_path / 'out'), rows, 'bits', 'bits', False, 't')
+    assert (tmp_path / 'out.csv').read_text().splitlines() == ['layer,bits,accuracy', 'fc1,2,50.0']
+    assert not (tmp_path / 'out.png').exists()
+    assert 'matplotlib is not installed' in capsys.readouterr().err
+
+
+def test_analysis_plots_with_matplotlib(tmp_path):
+    pytest.importorskip('matplotlib')
+    rows = [{'layer': layer, 'kept_percent': k, 'accuracy': a}
+            for layer in ('conv1', 'fc1') for k, a in ((50, 60.0), (5, 40.0))]
+    analyze.plot_curves(str(tmp_path / 'out'), rows, 'kept_percent', 'kept', True, 't')
+    assert (tmp_path / 'out.png').read_bytes()[:4] == b'\x89PNG'
+

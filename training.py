@@ -1,0 +1,67 @@
+"""The training loop of pruning.py (masked retraining) and weight_share.py (trained
+quantization).
+
+Batches come augmented from util.batches on the training device; the learning rate
+follows a one-cycle or constant schedule; after every backward() and every optimizer
+step a hook runs (zero the pruned weights' gradients / re-apply the masks, or sum the
+gradients per cluster / tie the weights to their centroids). Test accuracy is measured
+after every epoch and appended to `history`.
+"""
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import util
+
+MOMENTUM = 0.9
+
+
+def make_optimizer(params, name, lr, weight_decay, schedule, total_steps):
+    """(optimizer, per-step scheduler or None): Adam or Nesterov SGD; one-cycle or constant."""
+    params = list(params)
+    if name == 'adam':
+        optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    elif name == 'sgd':
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=MOMENTUM, nesterov=True,
+                                    weight_decay=weight_decay)
+    else:
+        raise ValueError(f'unknown optimizer {name!r}; use adam or sgd')
+    if schedule == 'constant':
+        return optimizer, None
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=max(1, total_steps), pct_start=0.25)
+    return optimizer, scheduler
+
+
+def fit(model, data, epochs, optimizer, scheduler, *, phase, generator, history, batch_size,
+        after_backward, after_step, test_batch_size=1000, log_interval=10):
+    """Train model for `epochs` on data = (train_x, train_y, test_x, test_y)."""
+    train_x, train_y, test_x, test_y = data
+    steps = -(-len(train_y) // batch_size)
+    for epoch in range(1, epochs + 1):
+        model.train()
+        seen = correct = 0
+        total_loss = 0.0
+        bar = tqdm(util.batches(train_x, train_y, batch_size, generator, train=True),
+                   total=steps, desc=f'{phase} {epoch}/{epochs}', leave=False, mininterval=1)
+        for i, (x, y) in enumerate(bar):
+            optimizer.zero_grad()
+            output = model(x)
+            loss = F.nll_loss(output, y)
+            loss.backward()
+            after_backward()
+            optimizer.step()
+            after_step()
+            if scheduler is not None:
+                scheduler.step()
+            seen += len(y)
+            total_loss += loss.item() * len(y)
+            correct += (output.argmax(1) == y).sum().item()
+            if i % log_interval == 0:
+                bar.set_postfix(loss=f'{total_loss / seen:.3f}', acc=f'{100 * correct / seen:.1f}%')
+        _, accuracy = util.evaluate(model, test_x, test_y, test_batch_size)
+        record = {'phase': phase, 'epoch': epoch, 'train_loss': total_loss / seen,
+                  'train_accuracy': 100 * correct / seen, 'test_accuracy': accuracy}
+        history.append(record)
+        print(f'{phase} epoch {epoch}/{epochs}: loss {record["train_loss"]:.4f}, '
+              f'train {record["train_accuracy"]:.2f}%, test {accuracy:.2f}%')
