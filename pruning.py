@@ -74,6 +74,9 @@ def parse_args(argv=None):
     p.add_argument('--round-report', action='store_true',
                    help='after each round, also weight-share a copy (5 bits) and report its '
                         'accuracy and homework-format compression ratio (finds the best round)')
+    p.add_argument('--target-ratio', type=float, default=None, metavar='R',
+                   help='end the pruning rounds early, at the first round whose cut brings a '
+                        '5-bit weight-shared copy to this homework-format compression ratio')
     p.add_argument('--prune-dead-units', action='store_true',
                    help='after each cut, also zero the incoming weights of units that no '
                         'later weight reads (the network computes the same function)')
@@ -83,6 +86,8 @@ def parse_args(argv=None):
                    help='use only N train and N test images (smoke runs)')
     util.add_config_argument(p)
     args = util.parse_with_config(p, argv, 'pruning')
+    if args.target_ratio is not None and args.target_ratio <= 1:
+        util.fail(f'--target-ratio must be above 1, got {args.target_ratio}')
     if args.prune_rounds < 1:
         util.fail(f'--prune-rounds must be at least 1, got {args.prune_rounds}')
     if args.lr is None:
@@ -144,19 +149,21 @@ def prune_round(model, args, rates):
     return record
 
 
-def shared_copy_report(model, use_cuda):
-    """Accuracy and homework-format ratio of a 5-bit weight-shared copy of model."""
-    shared = copy.deepcopy(model)
+def shared_copy_report(model, use_cuda, test=True):
+    """Homework-format ratio (and accuracy, if test) of a 5-bit weight-shared copy of model."""
+    shared = copy.deepcopy(model).cpu()
     apply_weight_sharing(shared, 5)
-    accuracy = util.test(shared, use_cuda)
     with tempfile.TemporaryDirectory() as directory:
         with contextlib.redirect_stdout(io.StringIO()):
-            total = huffman_encode_model(shared.cpu(), os.path.join(directory, 'enc'), None)[-1]
-    report = {'shared_accuracy': accuracy,
-              'shared_ratio': total['original'] / total['compressed'],
+            total = huffman_encode_model(shared, os.path.join(directory, 'enc'), None)[-1]
+    report = {'shared_ratio': total['original'] / total['compressed'],
               'shared_bytes': total['compressed']}
-    print(f"if weight-shared now: {report['shared_accuracy']:.2f}%, "
-          f"{report['shared_ratio']:.2f}x ({report['shared_bytes']} bytes)")
+    accuracy = ''
+    if test:
+        report['shared_accuracy'] = util.test(shared, use_cuda)
+        accuracy = f"{report['shared_accuracy']:.2f}%, "
+    print(f"if weight-shared now: {accuracy}{report['shared_ratio']:.2f}x "
+          f"({report['shared_bytes']} bytes)")
     return report
 
 
@@ -213,6 +220,14 @@ def run(args, rates):
         record = prune_round(model, args, round_rate)
         print(f'--- After pruning{tag} ---')
         util.print_nonzeros(model)
+        if args.target_ratio is not None:
+            # The size follows from the zero pattern, fixed from here on: decide now
+            # whether this round is the last, so that it gets the full retraining.
+            ratio = shared_copy_report(model, not args.no_cuda, test=False)['shared_ratio']
+            record['ratio_after_pruning'] = ratio
+            if ratio >= args.target_ratio and not last:
+                print(f'target ratio {args.target_ratio}x reached: this is the last round')
+                last = True
         print(f'--- Retraining{tag} ---')
         epochs = args.re_epochs if last else args.round_epochs
         train(model, data, args, epochs, args.re_lr, f'retrain{number}' if tag else 'retrain',
@@ -223,6 +238,8 @@ def run(args, rates):
             record |= shared_copy_report(model, not args.no_cuda)
         results['rounds'].append(record)
         util.log(f'round {number} {json.dumps(record)}', args.log)
+        if last:
+            break
     save_model(model, args.save_model_path)
     results['accuracy_after_pruning'] = results['rounds'][-1]['accuracy_after_pruning']
     results['accuracy_after_retraining'] = results['rounds'][-1]['accuracy_after_retraining']

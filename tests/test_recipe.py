@@ -100,6 +100,12 @@ def test_bad_recipes_are_one_clear_error(tmp_path, capsys, recipe, message):
     assert err.startswith('error: ') and message in err and '\n' not in err
 
 
+def test_target_ratio_must_be_above_one(capsys):
+    with pytest.raises(SystemExit):
+        pruning.parse_args(['--target-ratio', '1'])
+    assert capsys.readouterr().err.strip() == 'error: --target-ratio must be above 1, got 1.0'
+
+
 def test_missing_recipe_file_is_one_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         weight_share.parse_args(['--config', str(tmp_path / 'nope.json')])

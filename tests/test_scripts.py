@@ -151,6 +151,16 @@ def test_recipe_tools_end_to_end_on_real_images(tmp_path):
     result = run('huffman_encode.py', *recipe, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
 
+    # --target-ratio ends the rounds at the first cut that reaches the ratio.
+    result = run('pruning.py', *data, '--from-initial', '--prune-rounds', '3', '--rates',
+                 json.dumps({name: rate / 10 for name, rate in rates.items()}),
+                 '--round-epochs', '0', '--re-epochs', '0', '--target-ratio', '20',
+                 '--save-model-path', 'saves/target.ptmodel', cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert 'target ratio 20.0x reached: this is the last round' in result.stdout
+    rounds = json.loads((tmp_path / 'log.pruning.json').read_text())['rounds']
+    assert len(rounds) == 1 and rounds[0]['ratio_after_pruning'] >= 20
+
     result = run('analyze.py', 'sensitivity', '--kept', '50,5', '--out', 'sens', *data, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = (tmp_path / 'sens.csv').read_text().splitlines()
