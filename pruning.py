@@ -16,7 +16,7 @@ import torch
 
 import util
 from net.checkpoint import CheckpointError, load_model, save_model
-from net.huffmancoding import huffman_encode_model
+from net.huffmancoding import huffman_encode_model, minimum_compressed_bytes
 from net.models import AlexNet
 from net.prune import DEFAULT_PRUNE_RATE, validate_rates
 from net.quantization import apply_weight_sharing
@@ -167,6 +167,13 @@ def shared_copy_report(model, use_cuda, test=True):
     return report
 
 
+def reaches(model, target_ratio):
+    """False when even the format's lower bound on the bytes misses target_ratio (then
+    the costly k-means + encoding of shared_copy_report is skipped)."""
+    dense = sum(p.numel() * 4 for p in model.parameters())
+    return dense / minimum_compressed_bytes(model) >= target_ratio
+
+
 def layer_report(model):
     return {name: {'nonzero': nz, 'total': total}
             for name, (nz, total) in util.nonzero_counts(model).items()}
@@ -220,12 +227,12 @@ def run(args, rates):
         record = prune_round(model, args, round_rate)
         print(f'--- After pruning{tag} ---')
         util.print_nonzeros(model)
-        if args.target_ratio is not None:
+        if args.target_ratio is not None and not last and reaches(model, args.target_ratio):
             # The size follows from the zero pattern, fixed from here on: decide now
             # whether this round is the last, so that it gets the full retraining.
             ratio = shared_copy_report(model, not args.no_cuda, test=False)['shared_ratio']
             record['ratio_after_pruning'] = ratio
-            if ratio >= args.target_ratio and not last:
+            if ratio >= args.target_ratio:
                 print(f'target ratio {args.target_ratio}x reached: this is the last round')
                 last = True
         print(f'--- Retraining{tag} ---')

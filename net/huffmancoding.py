@@ -611,6 +611,25 @@ def model_streams(model):
     return streams
 
 
+def minimum_compressed_bytes(model):
+    """A lower bound on huffman_encode_model's total compressed bytes, from counts alone
+    (no k-means, no coding): raw float32 biases, and at least one bit per symbol of
+    every stream, i.e. per conv kernel and kernel row, per fc indptr entry, and two per
+    non-zero weight (its value and its index)."""
+    bits = 0
+    for param in model.parameters():
+        if param.dim() == 4:
+            kernels, rows = param.shape[0] * param.shape[1], param.shape[2]
+            bits += kernels * (1 + rows)
+        elif param.dim() == 2:
+            bits += min(param.shape)  # CSR over rows if rows < cols, else CSC over columns
+        else:
+            bits += 32 * param.numel()
+            continue
+        bits += 2 * int(param.count_nonzero())
+    return -(-bits // 8)
+
+
 def _encode_streams(param, streams, directory):
     compressed = sum(sum(huffman_encode(arr, prefix, directory)) for prefix, arr in streams)
     return param.numel() * 4, compressed

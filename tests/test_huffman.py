@@ -20,6 +20,7 @@ from net.huffmancoding import (
     huffman_encode,
     huffman_encode_fc,
     huffman_encode_model,
+    minimum_compressed_bytes,
     reconstruct_indptr,
 )
 from net.models import AlexNet
@@ -132,6 +133,21 @@ def shared_alexnet():
                                'fc1': 2, 'fc2': 0.5, 'fc3': 20})
     apply_weight_sharing(model, 5)
     return model
+
+
+def test_minimum_compressed_bytes_bounds_the_encoding_from_below(shared_alexnet, tmp_path):
+    encoded = huffman_encode_model(shared_alexnet, tmp_path / 'enc', None)[-1]['compressed']
+    assert minimum_compressed_bytes(shared_alexnet) <= encoded
+
+
+def test_minimum_compressed_bytes_is_the_formats_floor_for_an_empty_model(tmp_path):
+    model = AlexNet()
+    for _, layer in model.prunable_layers():
+        layer.weight.data.zero_()
+    # Raw biases (37,416 B) + one bit per conv kernel and kernel row + fc indptr entries.
+    assert minimum_compressed_bytes(model) == 37416 + (1026304 + 4362) // 8 + 1
+    encoded = huffman_encode_model(model, tmp_path / 'enc', None)[-1]['compressed']
+    assert minimum_compressed_bytes(model) <= encoded <= 1.01 * minimum_compressed_bytes(model)
 
 
 def test_whole_model_round_trip_is_exact_with_identical_accuracy(shared_alexnet, tmp_path,
