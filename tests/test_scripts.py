@@ -150,6 +150,13 @@ def test_recipe_tools_end_to_end_on_real_images(tmp_path):
         assert torch.equal(layer.weight != 0, dict(model.prunable_layers())[name].weight != 0)
     result = run('huffman_encode.py', *recipe, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    ratio = json.loads((tmp_path / 'log.huffman_encode.json').read_text())['ratio']
+
+    tables = run('docs/tables.py', str(tmp_path), cwd=tmp_path)
+    assert tables.returncode == 0, tables.stderr
+    assert '| after trained quantization |' in tables.stdout
+    assert f'| {ratio:.2f}x |' in tables.stdout  # the total row of the per-layer table
+    assert re.search(r'^\| 2 \| [\d,]+ \| ', tables.stdout, re.M)  # the rounds table
 
     # --target-ratio ends the rounds at the first cut that reaches the ratio.
     result = run('pruning.py', *data, '--from-initial', '--prune-rounds', '3', '--rates',
