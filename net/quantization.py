@@ -55,8 +55,10 @@ def share_weights(weight, bits, init='linear', seed=0):
 
 
 def nonzero_centroids(centroids):
-    """A centroid could round to exactly 0 in float32; keep pruned and kept apart."""
-    centroids[centroids == 0] = np.finfo(centroids.dtype).tiny
+    """A centroid could round to exactly 0 in float32; keep pruned and kept apart.
+    In place, on a numpy array or a torch tensor."""
+    finfo = torch.finfo if isinstance(centroids, torch.Tensor) else np.finfo
+    centroids[centroids == 0] = finfo(centroids.dtype).tiny
     return centroids
 
 
@@ -114,6 +116,4 @@ class SharedWeights:
         """Set every non-zero weight to its (updated) centroid; zeros stay zero."""
         with torch.no_grad():
             for module, index, labels, centroids in self.layers:
-                tiny = torch.finfo(centroids.dtype).tiny
-                centroids.masked_fill_(centroids == 0, tiny)
-                module.weight.data.view(-1)[index] = centroids[labels]
+                module.weight.data.view(-1)[index] = nonzero_centroids(centroids)[labels]
