@@ -1,6 +1,8 @@
 """Huffman-encode the weight-shared model, report the compression, decode and re-test.
 
-Reads saves/model_after_weight_sharing.ptmodel, writes encodings/.
+Reads saves/model_after_weight_sharing.ptmodel, writes encodings/ (the homework format)
+and, with --pack PATH, the whole compressed model as one .dcz file. --unpack PATH only
+loads such a file and tests it.
 """
 import argparse
 import json
@@ -10,6 +12,7 @@ import torch
 
 import util
 from net.checkpoint import CheckpointError, load_model
+from net.container import ContainerError, load_compressed, save_compressed, strip_dead_units
 from net.huffmancoding import HuffmanFormatError, huffman_decode_model, huffman_encode_model
 from net.models import AlexNet
 
@@ -23,6 +26,14 @@ def parse_args(argv=None):
     p.add_argument('--data-dir', type=str, default=None, metavar='DIR',
                    help='ImageFolder copy of CIFAR-10 (DIR/train, DIR/test) instead of the download')
     p.add_argument('--subset', type=int, default=None, metavar='N', help='test on N images only')
+    p.add_argument('--pack', type=str, default=None, metavar='PATH',
+                   help='also write the model as one compressed .dcz file and test it loaded back')
+    p.add_argument('--pack-float16', action='store_true', default=False,
+                   help='lossy: store codebooks and biases of the .dcz file as float16')
+    p.add_argument('--pack-bias-bits', type=int, default=None, metavar='B',
+                   help='lossy: weight-share each layer\'s biases in the .dcz file (2**B values)')
+    p.add_argument('--unpack', type=str, default=None, metavar='PATH',
+                   help='only load a .dcz file and test its accuracy')
     util.add_config_argument(p)
     return util.parse_with_config(p, argv, 'huffman_encode')
 
@@ -37,7 +48,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         run(args)
-    except (ValueError, CheckpointError, util.DataError, HuffmanFormatError) as err:
+    except (ValueError, CheckpointError, util.DataError, HuffmanFormatError, ContainerError) as err:
         util.fail(err)
 
 
@@ -48,6 +59,10 @@ def run(args):
     config = vars(args) | {'device': str(util.device_for(use_cuda))}
     print(f'config: {json.dumps(config)}')
     util.log(f'huffman_encode.py config {json.dumps(config)}', args.log)
+    if (args.pack_float16 or args.pack_bias_bits is not None) and not args.pack:
+        raise ValueError('--pack-float16 and --pack-bias-bits change the .dcz file: add --pack PATH')
+    if args.unpack:
+        return unpack(args, config, use_cuda)
     model = load_model(args.load_model_path, 'cpu', made_by='weight_share.py')
 
     print('--- Accuracy before encoding ---')
@@ -72,10 +87,66 @@ def run(args):
     print(f'decoded parameters equal the encoded ones exactly; accuracy unchanged ({after:.2f}%)')
     print(f"total compression: {ratio:.2f}x ({total['compressed']} bytes on disk in {args.out}); "
           f'encode {encode_seconds:.2f} s, decode {decode_seconds:.2f} s')
-    util.write_json(util.results_path(args.log, 'huffman_encode'), {
+    record = {
         'config': config, 'layers': rows, 'ratio': ratio, 'accuracy_before': before,
         'accuracy_after_decoding': after, 'exact': exact, 'encode_seconds': encode_seconds,
-        'decode_seconds': decode_seconds, 'wall_seconds': time.time() - started})
+        'decode_seconds': decode_seconds}
+    if args.pack:
+        record['pack'] = pack(model, args, use_cuda, lossless=before)
+    util.write_json(util.results_path(args.log, 'huffman_encode'),
+                    record | {'wall_seconds': time.time() - started})
+
+
+def pack(model, args, use_cuda, lossless):
+    """Write the .dcz file, load it back, check it and test it; return its report."""
+    lossy = args.pack_float16 or args.pack_bias_bits is not None
+    t0 = time.time()
+    report = save_compressed(model, args.pack, args.pack_float16, args.pack_bias_bits)
+    encode_seconds = time.time() - t0
+    t0 = time.time()
+    loaded = load_compressed(args.pack)
+    decode_seconds = time.time() - t0
+    print(format_pack_table(report))
+    print('--- Accuracy after loading the .dcz file ---')
+    accuracy = util.test(loaded, use_cuda)
+    if not lossy and not (parameters_equal(strip_dead_units(model), loaded) and accuracy == lossless):
+        util.fail(f'{args.pack} does not load back exactly (accuracy {lossless:.2f}% before, '
+                  f'{accuracy:.2f}% after)')
+    what = 'lossy: ' + ', '.join(filter(None, [
+        'float16 values' if args.pack_float16 else '',
+        f'{args.pack_bias_bits}-bit shared biases' if args.pack_bias_bits is not None else '']))
+    print(f"{args.pack}: {report['bytes']} bytes, {report['ratio']:.2f}x, accuracy {accuracy:.2f}% "
+          f"({what if lossy else 'lossless: loads back bit-exact'}); "
+          f'encode {encode_seconds:.2f} s, load {decode_seconds:.2f} s')
+    util.log(f"pack {args.pack} {report['bytes']} bytes {report['ratio']:.2f}x accuracy {accuracy}",
+             args.log)
+    return report | {'path': args.pack, 'accuracy': accuracy, 'encode_seconds': encode_seconds,
+                     'decode_seconds': decode_seconds}
+
+
+def unpack(args, config, use_cuda):
+    t0 = time.time()
+    model = load_compressed(args.unpack)
+    seconds = time.time() - t0
+    print(f'--- Accuracy of {args.unpack} ---')
+    accuracy = util.test(model, use_cuda)
+    print(f'{args.unpack}: accuracy {accuracy:.2f}% (loaded in {seconds:.2f} s)')
+    util.log(f'unpack {args.unpack} accuracy {accuracy}', args.log)
+    util.write_json(util.results_path(args.log, 'huffman_encode'), {
+        'config': config, 'unpack': args.unpack, 'accuracy': accuracy, 'load_seconds': seconds})
+
+
+def format_pack_table(report):
+    """Per-layer bytes of a .dcz file: the parts of each layer section."""
+    lines = [f"{'layer':8}{'non-zeros':>10}{'values':>7}{'live units':>11}{'codebook B':>11}"
+             f"{'value bits':>11}{'position bits':>14}{'bias B':>8}{'section B':>10}"]
+    for r in report['layers']:
+        lines.append(f"{r['layer']:8}{r['nonzeros']:>10}{r['values']:>7}{r['live_units']:>11}"
+                     f"{r['codebook_bytes']:>11}{r['value_bits']:>11}{r['position_bits']:>14}"
+                     f"{r['bias_bytes']:>8}{r['bytes']:>10}")
+    lines.append(f"header {report['header_bytes']} B; total {report['bytes']} B "
+                 f"({report['dense_bytes']} dense float32 B, {report['ratio']:.2f}x)")
+    return '\n'.join(lines)
 
 
 if __name__ == '__main__':

@@ -51,7 +51,7 @@ class HuffmanFormatError(ValueError):
 
 
 # ---------------------------------------------------------------- varints and headers
-def _varint(n):
+def varint(n):
     out = bytearray()
     while True:
         byte, n = n & 0x7F, n >> 7
@@ -60,7 +60,7 @@ def _varint(n):
             return bytes(out)
 
 
-def _read_varint(buf, pos, path):
+def read_varint(buf, pos, path):
     value = shift = 0
     while True:
         if pos >= len(buf) or shift > 63:
@@ -73,7 +73,7 @@ def _read_varint(buf, pos, path):
 
 
 def _header(magic, dtype, count):
-    return magic + bytes([DTYPE_CODES[dtype]]) + _varint(count)
+    return magic + bytes([DTYPE_CODES[dtype]]) + varint(count)
 
 
 def _read_header(buf, magic, path):
@@ -85,7 +85,7 @@ def _read_header(buf, magic, path):
         raise HuffmanFormatError(f'{path}: truncated header')
     if buf[2] not in DTYPES:
         raise HuffmanFormatError(f'{path}: unknown symbol type in header')
-    count, pos = _read_varint(buf, 3, path)
+    count, pos = read_varint(buf, 3, path)
     return DTYPES[buf[2]], count, pos
 
 
@@ -170,7 +170,7 @@ def canonical_codes(lengths):
 
 
 # ---------------------------------------------------------------- bit packing
-def _pack_codes(codes, lengths):
+def pack_codes(codes, lengths):
     """Concatenate variable-length codes (MSB first, each at most 57 bits) into
     zero-padded bytes.
 
@@ -236,7 +236,7 @@ def _byte_words(body):
     return np.ndarray((len(body) + 1,), dtype='>u8', buffer=padded, strides=(1,))
 
 
-def _windows(body, positions, width):
+def bit_windows(body, positions, width):
     """The `width`-bit big-endian integer starting at each bit position of body."""
     words = _byte_words(body)[positions >> 3].astype(np.uint64)
     return (words << (positions & 7).astype(np.uint64)) >> np.uint64(64 - width)
@@ -253,7 +253,7 @@ def encode_stream(arr):
         counts = np.append(counts, 0)
     lengths = huffman_code_lengths(np.maximum(counts, 1)) if len(values) else np.zeros(0, np.int64)
     codes, leaf_order = canonical_codes(lengths)
-    stream = _header(STREAM_MAGIC, dtype, len(symbols)) + _pack_codes(codes[inverse],
+    stream = _header(STREAM_MAGIC, dtype, len(symbols)) + pack_codes(codes[inverse],
                                                                       lengths[inverse])
     tree = _header(TREE_MAGIC, dtype, len(values)) + _encode_tree(values[leaf_order], lengths[leaf_order])
     return tree, stream
@@ -282,7 +282,7 @@ def _encode_tree(leaf_values, leaf_lengths):
     lengths = np.empty(2 * n, dtype=np.int64)
     lengths[0::2] = leaf_lengths - branch_depth
     lengths[1::2] = 1 + LEAF_BITS
-    return _pack_codes(codes, lengths)
+    return pack_codes(codes, lengths)
 
 
 def _trailing_ones(values):
@@ -332,7 +332,7 @@ def _decode_tree(body, n_leaves, path):
         raise HuffmanFormatError(f'{path}: corrupt code tree (incomplete)')
     if len(body) != -(-pos // 8) or bits[pos:].any():
         raise HuffmanFormatError(f'{path}: corrupt code tree (trailing data)')
-    value_bits = _windows(body, np.array(values, dtype=np.int64), LEAF_BITS).astype(np.uint32)
+    value_bits = bit_windows(body, np.array(values, dtype=np.int64), LEAF_BITS).astype(np.uint32)
     return value_bits, np.array(lengths, dtype=np.int64), np.array(codes, dtype=np.uint64)
 
 
@@ -353,14 +353,14 @@ def decode_stream(tree, stream, tree_path='codebook', stream_path='stream'):
         raise HuffmanFormatError(f'{tree_path}: empty code tree for a non-empty stream')
     if n > len(body) * 8 // int(lengths.min()):  # checked before any n-sized allocation
         raise HuffmanFormatError(f'{stream_path}: truncated stream ({n} symbols claimed)')
-    starts, leaf = _codeword_starts(body, lengths, codes, n, stream_path)
+    starts, leaf = codeword_starts(body, lengths, codes, n, stream_path)
     end = int(starts[-1] + lengths[leaf[-1]])
     if len(body) != -(-end // 8) or (end % 8 and body[-1] & (0xFF >> (end % 8))):
         raise HuffmanFormatError(f'{stream_path}: corrupt stream (trailing data)')
     return values[leaf].view(dtype)
 
 
-def _codeword_starts(body, lengths, codes, n, path):
+def codeword_starts(body, lengths, codes, n, path):
     """Bit offsets and leaf indices of the first n codewords of body."""
     total_bits = len(body) * 8
     max_length = int(lengths.max())
@@ -376,7 +376,7 @@ def _codeword_starts(body, lengths, codes, n, path):
     if len(starts) < n or starts[n - 1] >= total_bits:
         raise HuffmanFormatError(f'{path}: truncated stream (fewer than {n} symbols)')
     starts = starts[:n]
-    leaf = leaf_of(_windows(body, starts, max_length))
+    leaf = leaf_of(bit_windows(body, starts, max_length))
     if starts[-1] + lengths[leaf[-1]] > total_bits:
         raise HuffmanFormatError(f'{path}: truncated stream (fewer than {n} symbols)')
     return starts, leaf
@@ -698,7 +698,7 @@ def dump_bias(param, name, directory):
     """Write a bias raw (float32, no pickle); return (original, compressed) bytes."""
     bias = _numpy(param).astype('<f4').reshape(-1)
     return bias.nbytes, _write_file(os.path.join(directory, f'{name}.bin'),
-                                    BIAS_MAGIC + _varint(len(bias)) + bias.tobytes())
+                                    BIAS_MAGIC + varint(len(bias)) + bias.tobytes())
 
 
 def load_bias(param, name, directory):
@@ -706,7 +706,7 @@ def load_bias(param, name, directory):
     buf = _read_file(path)
     if buf[:2] != BIAS_MAGIC:
         raise HuffmanFormatError(f'{path}: not a bias file of this project (bad magic)')
-    count, pos = _read_varint(buf, 2, path)
+    count, pos = read_varint(buf, 2, path)
     if count != param.numel() or len(buf) - pos != 4 * count:
         raise HuffmanFormatError(f'{path}: holds {len(buf) - pos} bytes for {count} values; '
                                  f'the layer has {param.numel()} (wrong model or truncated)')

@@ -100,9 +100,15 @@ def _units_read(layer, units):
     """Which of the previous layer's `units` outputs some weight of `layer` may still read
     (not pruned, or not zero)."""
     live = (layer_mask(layer) != 0) | (layer.weight.data != 0)
+    return units_read(live, units)
+
+
+def units_read(live, units):
+    """Which of `units` inputs a layer reads, given `live` (boolean, the layer's weight
+    shape): an input unit is read if any live weight touches one of its channels."""
     per_input = live.transpose(0, 1).reshape(live.shape[1], -1).any(1)
     if len(per_input) % units:
-        raise ValueError(f'{type(layer).__name__} with {len(per_input)} inputs does not read '
+        raise ValueError(f'a layer with {len(per_input)} inputs does not read '
                          f'the {units} units of the layer before it: not a chain of layers')
     return per_input.view(units, -1).any(1)
 

@@ -227,7 +227,7 @@ def test_huge_counts_in_headers_are_refused_before_allocating(encoded, file):
     path = encoded / file
     data = path.read_bytes()
     _, _, body = hc._read_header(data, data[:2], file)
-    path.write_bytes(data[:3] + hc._varint(2**62) + data[body:])
+    path.write_bytes(data[:3] + hc.varint(2**62) + data[body:])
     with pytest.raises(HuffmanFormatError, match='claimed'):
         huffman_decode(encoded, 'x', np.int32)
 

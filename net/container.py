@@ -1,0 +1,528 @@
+"""The .dcz container: a whole compressed model in one self-describing, checksummed file.
+
+``save_compressed(model, path)`` writes it, ``load_compressed(path)`` returns the model.
+Unlike the homework format (dozens of files, code trees with 32-bit leaves, raw biases),
+the file is the compressed model: its size on disk is its size.
+
+File: b'DCZ' | version byte | sections. Every section is
+    tag byte | varint payload length | payload | CRC32 of (tag, length, payload), 4 bytes LE
+A header section (tag 'H') comes first: architecture name, flags, then per layer its
+name and weight shape. One layer section (tag 'L') follows per layer, in that order.
+
+Layer payload (one prunable layer; a "unit" is an output neuron or conv filter):
+    varint non-zeros | varint distinct values k | codebook: k values, ascending
+    | varint position buckets | biases (raw, or varint count + codebook when shared)
+    | bitstream (MSB first, zero-padded to a byte):
+        code lengths (4 bits each) of the values, of the position buckets, of the shared
+        biases; then the value codes, the bucket codes, the buckets' extra bits, and the
+        shared bias codes.
+Codes are canonical Huffman codes, stored as their lengths only (a one-value alphabet
+costs no bits). Positions are the gaps between successive non-zeros over the layer's
+flattened live units, each coded as its bit length (Huffman) plus the bits after the
+leading one (Elias-gamma with learned bucket codes).
+
+Only live units are stored. Saving first removes, without changing the network's
+function, every unit that no later weight reads: its incoming weights and bias are
+zeroed. The last layer's units are all live; a layer's live units are then those the
+next layer reads, so the decoder, working from the last layer back, knows them before
+it reads a layer: positions range over live units only and dead units need no bias.
+Loading returns that cleaned model exactly (bit for bit).
+
+Lossy options, off by default: ``float16`` stores codebooks and biases as float16;
+``bias_bits`` weight-shares each layer's live biases (k-means, 2**bias_bits values).
+"""
+import copy
+import struct
+import zlib
+
+import numpy as np
+import torch
+
+from .checkpoint import atomic_write
+from .huffmancoding import (
+    HuffmanFormatError,
+    bit_windows,
+    canonical_codes,
+    codeword_starts,
+    huffman_code_lengths,
+    pack_codes,
+    read_varint,
+    varint,
+)
+from .models import AlexNet
+from .prune import set_mask, units_read
+from .quantization import check_bits, share_weights
+
+MAGIC = b'DCZ'
+VERSION = 1
+ARCHITECTURES = {'alexnet': AlexNet}
+HEADER, LAYER = b'H', b'L'
+FLOAT16, SHARED_BIASES = 1, 2  # header flag bits
+LENGTH_BITS = 4
+MAX_CODE_LENGTH = (1 << LENGTH_BITS) - 1
+MAX_ALPHABET = 1 << MAX_CODE_LENGTH  # a balanced code of this many symbols still fits
+
+
+class ContainerError(ValueError):
+    """A .dcz file is missing, truncated, corrupt, or does not fit the model."""
+
+
+# ---------------------------------------------------------------- public API
+def save_compressed(model, path, float16=False, bias_bits=None):
+    """Write model to path as one .dcz file, atomically; return the size report
+    (see encode_model)."""
+    data, report = encode_model(model, float16, bias_bits)
+    atomic_write(path, lambda tmp: _write_bytes(tmp, data))
+    return report
+
+
+def load_compressed(path, device='cpu'):
+    """The model stored in a .dcz file, with masks marking its non-zeros."""
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ContainerError(f'{path} not found: write it first with '
+                             '`python huffman_encode.py --pack PATH`') from None
+    except OSError as err:
+        raise ContainerError(f'cannot read {path}: {err.strerror}') from None
+    return decode_model(data, path).to(device)
+
+
+def architecture_name(model):
+    """The registry name of model's class (the file stores it, loading rebuilds it)."""
+    for name, cls in ARCHITECTURES.items():
+        if type(model) is cls:
+            return name
+    raise ContainerError(f'cannot store a {type(model).__name__}: the container knows '
+                         f'{sorted(ARCHITECTURES)}')
+
+
+def encode_model(model, float16=False, bias_bits=None):
+    """(file bytes, report) of model. The report gives per layer the non-zeros, distinct
+    values and bytes per part, the total bytes, and the ratio to dense float32."""
+    if bias_bits is not None:
+        check_bits(bias_bits)
+    arch = architecture_name(model)
+    clean = strip_dead_units(model)
+    layers = _layers(clean)
+    weights = [layer.weight.detach().cpu().numpy() for _, layer in layers]
+    biases = [layer.bias.detach().cpu().numpy() for _, layer in layers]
+    for (name, _), weight, bias in zip(layers, weights, biases, strict=True):
+        if not (np.isfinite(weight).all() and np.isfinite(bias).all()):
+            raise ContainerError(f'layer {name} holds NaN or infinite values; cannot store it')
+    live = _live_units(weights)
+    flags = (FLOAT16 if float16 else 0) | (SHARED_BIASES if bias_bits is not None else 0)
+    value_dtype = np.dtype('<f2' if float16 else '<f4')
+    header = _header_payload(arch, flags, layers)
+    out = [MAGIC, bytes([VERSION]), _section(HEADER, header)]
+    rows = []
+    for (name, _), weight, bias, alive in zip(layers, weights, biases, live, strict=True):
+        payload, row = _encode_layer(weight, bias, alive, value_dtype, bias_bits)
+        out.append(_section(LAYER, payload))
+        rows.append({'layer': name, 'dense_bytes': 4 * (weight.size + bias.size), **row,
+                     'bytes': len(out[-1])})
+    data = b''.join(out)
+    dense = sum(4 * p.numel() for p in model.parameters())
+    report = {'architecture': arch, 'float16': float16, 'bias_bits': bias_bits,
+              'header_bytes': len(data) - sum(r['bytes'] for r in rows), 'layers': rows,
+              'bytes': len(data), 'dense_bytes': dense, 'ratio': dense / len(data)}
+    return data, report
+
+
+def decode_model(data, path='model.dcz'):
+    """The model encoded in data (bytes of a .dcz file); ContainerError if it is not one."""
+    sections = _split_sections(data, path)
+    try:
+        arch, flags, shapes = _parse_header(sections[0][1])
+    except (HuffmanFormatError, UnicodeDecodeError, IndexError):
+        raise ContainerError(f'{path}: corrupt header section') from None
+    model = _build(arch, shapes, path)
+    layers = _layers(model)
+    if len(sections) != 1 + len(layers):
+        raise ContainerError(f'{path}: {len(sections) - 1} layer sections for '
+                             f'{len(layers)} layers (truncated or corrupt)')
+    value_dtype = np.dtype('<f2' if flags & FLOAT16 else '<f4')
+    alive = np.ones(layers[-1][1].weight.shape[0], dtype=bool)
+    for i in reversed(range(len(layers))):
+        (name, layer), (tag, payload) = layers[i], sections[1 + i]
+        if tag != LAYER:
+            raise ContainerError(f'{path}: unexpected section {tag!r} for layer {name}')
+        try:
+            weight, bias = _decode_layer(payload, tuple(layer.weight.shape), alive,
+                                         value_dtype, bool(flags & SHARED_BIASES))
+        except (HuffmanFormatError, ValueError, IndexError) as err:
+            raise ContainerError(f'{path}: layer {name}: corrupt data ({err})') from None
+        with torch.no_grad():
+            layer.weight.copy_(torch.from_numpy(weight))
+            layer.bias.copy_(torch.from_numpy(bias))
+        set_mask(layer, (layer.weight != 0).to(layer.weight.dtype))
+        if i:
+            alive = units_read(layer.weight != 0, layers[i - 1][1].weight.shape[0]).numpy()
+    return model
+
+
+# ---------------------------------------------------------------- model structure
+def _layers(model):
+    """[(name, layer)] of the prunable layers; refuses parameters the file cannot hold."""
+    layers = model.prunable_layers()
+    stored = {f'{name}.{p}' for name, _ in layers for p in ('weight', 'bias')}
+    other = [name for name, _ in model.named_parameters() if name not in stored]
+    if other or any(layer.bias is None for _, layer in layers):
+        raise ContainerError(f'cannot store {type(model).__name__}: the container holds '
+                             f'conv/fc weights and biases only, not {other or "bias-free layers"}')
+    return layers
+
+
+def _live_units(weights):
+    """Per layer, which units the next layer reads (the last layer's: all)."""
+    live = [np.ones(weights[-1].shape[0], dtype=bool)]
+    for weight, before in zip(reversed(weights[1:]), reversed(weights[:-1]), strict=True):
+        live.insert(0, units_read(torch.from_numpy(weight != 0), before.shape[0]).numpy())
+    return live
+
+
+def strip_dead_units(model):
+    """A copy of model without the units no later weight reads: their incoming weights and
+    biases are zeroed, so the network computes exactly the same function."""
+    clean = copy.deepcopy(model).cpu()
+    layers = _layers(clean)
+    for _, layer in layers:
+        set_mask(layer, (layer.weight.data != 0).to(layer.weight.dtype))
+    try:
+        clean.prune_dead_units()
+        live = _live_units([layer.weight.detach().numpy() for _, layer in layers])
+    except ValueError as err:
+        raise ContainerError(f'cannot store {type(model).__name__}: {err}') from None
+    for (_, layer), alive in zip(layers, live, strict=True):
+        layer.bias.data[torch.from_numpy(~alive)] = 0.0
+    return clean
+
+
+def _build(arch, shapes, path):
+    if arch not in ARCHITECTURES:
+        raise ContainerError(f'{path}: unknown architecture {arch!r}; this version knows '
+                             f'{sorted(ARCHITECTURES)}')
+    model = ARCHITECTURES[arch]()
+    expected = [(name, tuple(layer.weight.shape)) for name, layer in _layers(model)]
+    if expected != shapes:
+        raise ContainerError(f'{path}: architecture mismatch: the file has layers {shapes}, '
+                             f'{arch} has {expected}')
+    return model
+
+
+# ---------------------------------------------------------------- sections
+def _section(tag, payload):
+    framed = tag + varint(len(payload)) + payload
+    return framed + struct.pack('<I', zlib.crc32(framed))
+
+
+def _split_sections(data, path):
+    """[(tag, payload)] of a file, every length and CRC checked; the header first."""
+    if data[:len(MAGIC)] != MAGIC:
+        raise ContainerError(f'{path}: not a .dcz file (wrong magic)')
+    if len(data) <= len(MAGIC):
+        raise ContainerError(f'{path}: truncated file (no version)')
+    version = data[len(MAGIC)]
+    if version != VERSION:
+        raise ContainerError(f'{path}: unknown format version {version} (this version reads '
+                             f'{VERSION}); update this project or re-pack the model')
+    sections = []
+    pos = len(MAGIC) + 1
+    while pos < len(data):
+        start = pos
+        try:
+            length, pos = read_varint(data, pos + 1, path)
+        except HuffmanFormatError:
+            raise ContainerError(f'{path}: truncated or corrupt section {len(sections)}') from None
+        end = pos + length
+        if end + 4 > len(data):
+            raise ContainerError(f'{path}: truncated file (section {len(sections)} claims '
+                                 f'{length} bytes, the file ends first)')
+        (crc,) = struct.unpack('<I', data[end:end + 4])
+        if zlib.crc32(data[start:end]) != crc:
+            raise ContainerError(f'{path}: checksum mismatch in section {len(sections)}: '
+                                 'the file is corrupt')
+        sections.append((data[start:start + 1], data[pos:end]))
+        pos = end + 4
+    if not sections or sections[0][0] != HEADER:
+        raise ContainerError(f'{path}: truncated file (no header section)')
+    return sections
+
+
+def _header_payload(arch, flags, layers):
+    out = [_text(arch), bytes([flags]), varint(len(layers))]
+    for name, layer in layers:
+        shape = layer.weight.shape
+        out += [_text(name), varint(len(shape))] + [varint(d) for d in shape]
+    return b''.join(out)
+
+
+def _parse_header(payload):
+    arch, pos = _read_text(payload, 0)
+    flags = payload[pos]
+    count, pos = read_varint(payload, pos + 1, 'header')
+    shapes = []
+    for _ in range(min(count, len(payload))):
+        name, pos = _read_text(payload, pos)
+        ndim, pos = read_varint(payload, pos, 'header')
+        dims = []
+        for _ in range(min(ndim, len(payload))):
+            d, pos = read_varint(payload, pos, 'header')
+            dims.append(d)
+        shapes.append((name, tuple(dims)))
+    if pos != len(payload) or flags & ~(FLOAT16 | SHARED_BIASES):
+        raise IndexError('header')
+    return arch, flags, shapes
+
+
+def _text(s):
+    raw = s.encode()
+    return varint(len(raw)) + raw
+
+
+def _read_text(payload, pos):
+    n, pos = read_varint(payload, pos, 'header')
+    if pos + n > len(payload):
+        raise IndexError('header')
+    return payload[pos:pos + n].decode(), pos + n
+
+
+# ---------------------------------------------------------------- layers
+def _encode_layer(weight, bias, alive, value_dtype, bias_bits):
+    """(payload, size report) of one layer; weight and bias are the cleaned numpy arrays."""
+    rows = weight.reshape(len(alive), -1)[alive].reshape(-1)
+    positions = np.flatnonzero(rows)
+    codebook, value_index = _codebook(rows[positions], value_dtype)
+    buckets, extra = _gap_codes(positions)
+    n_buckets = int(buckets.max()) + 1 if len(buckets) else 0
+    live_bias = bias[alive]
+    head = (varint(len(positions)) + varint(len(codebook)) + _float_bytes(codebook, value_dtype)
+            + varint(n_buckets))
+    bits = BitWriter()
+    values = bits.table(np.bincount(value_index, minlength=len(codebook)))
+    positions_table = bits.table(np.bincount(buckets, minlength=n_buckets), sparse=True)
+    if bias_bits is None:
+        bias_part = _float_bytes(live_bias, value_dtype)
+    else:
+        bias_book, bias_index = _codebook(share_weights(live_bias, bias_bits), value_dtype,
+                                          nonzero=False)
+        bias_part = varint(len(bias_book)) + _float_bytes(bias_book, value_dtype)
+        bias_table = bits.table(np.bincount(bias_index, minlength=len(bias_book)))
+    sizes = {'table_bits': bits.size}
+    bits.codes(values, value_index)
+    sizes['value_bits'] = bits.size - sizes['table_bits']
+    bits.codes(positions_table, buckets)
+    bits.raw(extra, buckets)
+    sizes['position_bits'] = bits.size - sizes['value_bits'] - sizes['table_bits']
+    if bias_bits is not None:
+        bits.codes(bias_table, bias_index)
+        sizes['bias_code_bits'] = bits.size - sum(sizes.values())
+    report = {'nonzeros': len(positions), 'values': len(codebook), 'live_units': int(alive.sum()),
+              'codebook_bytes': len(codebook) * value_dtype.itemsize, **sizes,
+              'bias_bytes': len(bias_part)}
+    return head + bias_part + bits.bytes(), report
+
+
+def _decode_layer(payload, shape, alive, value_dtype, shared_biases):
+    """(weight, bias) numpy arrays of one layer payload; ValueError/IndexError if corrupt."""
+    units, per_unit = shape[0], int(np.prod(shape[1:]))
+    live_count = int(alive.sum())
+    capacity = live_count * per_unit
+    nonzeros, pos = read_varint(payload, 0, 'layer')
+    k, pos = read_varint(payload, pos, 'layer')
+    if nonzeros > capacity or k > min(nonzeros, MAX_ALPHABET):
+        raise ValueError(f'{nonzeros} non-zeros, {k} values in a layer of {capacity} live weights')
+    codebook, pos = _read_floats(payload, pos, k, value_dtype)
+    if (codebook == 0).any() or not np.isfinite(codebook).all():
+        raise ValueError('zero or non-finite value in the codebook')
+    n_buckets, pos = read_varint(payload, pos, 'layer')
+    if n_buckets > 64 or (n_buckets == 0) != (nonzeros == 0):
+        raise ValueError(f'{n_buckets} position buckets')
+    if shared_biases:
+        bias_k, pos = read_varint(payload, pos, 'layer')
+        if bias_k > min(live_count, MAX_ALPHABET) or (bias_k == 0) != (live_count == 0):
+            raise ValueError(f'{bias_k} shared bias values')
+        bias_book, pos = _read_floats(payload, pos, bias_k, value_dtype)
+    else:
+        live_bias, pos = _read_floats(payload, pos, live_count, value_dtype)
+    bits = BitReader(payload[pos:])
+    values = bits.table(k)
+    positions_table = bits.table(n_buckets, sparse=True)
+    bias_table = bits.table(bias_k) if shared_biases else None
+    weights = codebook[bits.codes(values, nonzeros)]
+    buckets = bits.codes(positions_table, nonzeros)
+    gaps = bits.raw(buckets) + (np.uint64(1) << buckets.astype(np.uint64))
+    positions = np.cumsum(gaps.astype(np.int64)) - 1
+    if nonzeros and positions[-1] >= capacity:
+        raise ValueError('a position past the end of the layer')
+    if shared_biases:
+        live_bias = bias_book[bits.codes(bias_table, live_count)]
+    bits.finish()
+    weight = np.zeros((units, per_unit), dtype=np.float32)
+    live_rows = np.zeros(capacity, dtype=np.float32)
+    live_rows[positions] = weights
+    weight[alive] = live_rows.reshape(-1, per_unit)
+    bias = np.zeros(units, dtype=np.float32)
+    bias[alive] = live_bias
+    return weight.reshape(shape), bias
+
+
+def _codebook(values, value_dtype, nonzero=True):
+    """(ascending distinct values as stored, index of each value). Stored as float16, a
+    non-zero value keeps its sign and stays non-zero; float16's range is checked."""
+    largest = float(np.abs(values).max()) if len(values) else 0.0
+    if largest > np.finfo(value_dtype).max:
+        raise ContainerError(f'a value of {largest:g} does not fit in {value_dtype.name}; '
+                             'store this model without the float16 option')
+    stored = values.astype(value_dtype)
+    if nonzero:
+        lost = (stored == 0) & (values != 0)
+        stored[lost] = np.copysign(np.finfo(value_dtype).smallest_subnormal, values[lost])
+    codebook, index = np.unique(stored, return_inverse=True)
+    if len(codebook) > MAX_ALPHABET:
+        raise ContainerError(f'{len(codebook)} distinct values in one layer; the container takes '
+                             f'at most {MAX_ALPHABET}: weight-share the model first (weight_share.py)')
+    return codebook, index.reshape(-1)
+
+
+def _float_bytes(values, value_dtype):
+    return np.asarray(values).astype(value_dtype).tobytes()
+
+
+def _read_floats(payload, pos, count, value_dtype):
+    end = pos + count * value_dtype.itemsize
+    if end > len(payload):
+        raise ValueError('truncated values')
+    return np.frombuffer(payload[pos:end], dtype=value_dtype).astype(np.float32), end
+
+
+def _gap_codes(positions):
+    """Elias-gamma parts of each gap (distance to the previous position, the first from
+    -1): its bucket, the bit length minus one, and the bits below the leading one."""
+    gaps = np.diff(positions, prepend=-1).astype(np.uint64)  # each >= 1
+    buckets = np.zeros(len(gaps), dtype=np.int64)
+    for shift in (32, 16, 8, 4, 2, 1):  # exact integer bit length, no float rounding
+        step = (gaps >> (buckets + shift).astype(np.uint64)) > 0
+        buckets += shift * step
+    return buckets, gaps - (np.uint64(1) << buckets.astype(np.uint64))
+
+
+def _limited_lengths(counts):
+    """Huffman code lengths of at most MAX_CODE_LENGTH bits (0 for a one-symbol
+    alphabet: its symbol needs no bits). Counts are halved until the code fits, which
+    ends at worst in a balanced code."""
+    counts = np.maximum(np.asarray(counts, dtype=np.int64), 1)
+    if len(counts) <= 1:
+        return np.zeros(len(counts), dtype=np.int64)
+    while True:
+        lengths = huffman_code_lengths(counts)
+        if lengths.max() <= MAX_CODE_LENGTH:
+            return lengths
+        counts = (counts + 1) // 2
+
+
+# ---------------------------------------------------------------- bit streams
+class CodeTable:
+    """A canonical code over the present symbols of an alphabet (symbol -> code, length)."""
+
+    def __init__(self, present, lengths):
+        self.symbols = np.flatnonzero(present)
+        self.lengths = np.zeros(len(present), dtype=np.int64)
+        self.lengths[self.symbols] = lengths
+        self.codes = np.zeros(len(present), dtype=np.uint64)
+        if len(self.symbols) > 1:
+            self.codes[self.symbols], _ = canonical_codes(np.asarray(lengths, dtype=np.int64))
+
+
+class BitWriter:
+    """Collects codes (MSB first) and packs them into zero-padded bytes."""
+
+    def __init__(self):
+        self.parts = []
+        self.size = 0
+
+    def raw(self, values, widths):
+        widths = np.asarray(widths, dtype=np.int64)
+        self.parts.append((np.asarray(values, dtype=np.uint64), widths))
+        self.size += int(widths.sum())
+
+    def table(self, counts, sparse=False):
+        """Write the code of an alphabet with these symbol counts; return it. Sparse: a
+        presence bit per symbol first (absent symbols get no code); otherwise every
+        symbol is present. Then 4 bits per present symbol's code length, unless only one
+        is present (it then costs no bits at all)."""
+        present = np.asarray(counts) > 0 if sparse else np.ones(len(counts), dtype=bool)
+        if sparse and len(present) > 1:
+            self.raw(present, np.ones(len(present)))
+        lengths = _limited_lengths(np.asarray(counts)[present])
+        if len(lengths) > 1:
+            self.raw(lengths, np.full(len(lengths), LENGTH_BITS))
+        return CodeTable(present, lengths)
+
+    def codes(self, table, symbols):
+        self.raw(table.codes[symbols], table.lengths[symbols])
+
+    def bytes(self):
+        if not self.parts:
+            return b''
+        return pack_codes(np.concatenate([c for c, _ in self.parts]),
+                          np.concatenate([w for _, w in self.parts]))
+
+
+class BitReader:
+    """Reads what BitWriter wrote, in the same order; ValueError if it does not fit."""
+
+    def __init__(self, body):
+        self.body = body
+        self.bits = np.unpackbits(np.frombuffer(body, dtype=np.uint8))
+        self.pos = 0
+
+    def raw(self, widths):
+        widths = np.asarray(widths, dtype=np.int64)
+        starts = self.pos + np.cumsum(widths) - widths
+        end = self.pos + int(widths.sum())
+        if end > len(self.bits):
+            raise ValueError('truncated bit stream')
+        self.pos = end
+        width = int(widths.max()) if len(widths) else 0
+        if width == 0:
+            return np.zeros(len(widths), dtype=np.uint64)
+        return bit_windows(self.body, starts, width) >> (width - widths).astype(np.uint64)
+
+    def table(self, count, sparse=False):
+        present = np.ones(count, dtype=bool)
+        if sparse and count > 1:
+            present = self.raw(np.ones(count)).astype(bool)
+        used = int(present.sum())
+        lengths = np.zeros(used, dtype=np.int64)
+        if used > 1:
+            lengths = self.raw(np.full(used, LENGTH_BITS)).astype(np.int64)
+            # a complete prefix code: Kraft sum exactly 1, no empty code
+            if (lengths == 0).any() or np.sum(2.0 ** -lengths) != 1.0:
+                raise ValueError('code lengths do not form a complete code')
+        if count and not used:
+            raise ValueError('an alphabet with no symbol present')
+        return CodeTable(present, lengths)
+
+    def codes(self, table, n):
+        """n symbols of table's code."""
+        if n and not len(table.symbols):
+            raise ValueError(f'{n} symbols from an empty alphabet')
+        if len(table.symbols) <= 1 or n == 0:
+            return np.full(n, table.symbols[0] if n else 0, dtype=np.int64)
+        lengths = table.lengths[table.symbols]
+        codes, order = canonical_codes(lengths)
+        body = np.packbits(self.bits[self.pos:]).tobytes()
+        starts, leaf = codeword_starts(body, lengths[order], codes[order], n, 'bit stream')
+        self.pos += int(starts[-1] + lengths[order][leaf[-1]])
+        return table.symbols[order[leaf]]
+
+    def finish(self):
+        if len(self.bits) - self.pos >= 8 or self.bits[self.pos:].any():
+            raise ValueError('trailing data after the bit stream')
+
+
+def _write_bytes(path, data):
+    with open(path, 'wb') as f:
+        f.write(data)

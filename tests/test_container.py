@@ -1,0 +1,273 @@
+"""The .dcz container: bit-exact round trips, lossless clean-up, lossy extras, and refusal
+of every kind of damaged or foreign file."""
+import os
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from net import container
+from net.container import (
+    ContainerError,
+    decode_model,
+    encode_model,
+    load_compressed,
+    save_compressed,
+    strip_dead_units,
+)
+from tests.conftest import TinyNet
+
+INPUT = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(autouse=True)
+def registered(monkeypatch):
+    monkeypatch.setitem(container.ARCHITECTURES, 'tiny', TinyNet)
+
+
+def make_model(seed=0, kept=0.3, values=8, dead_fc1_units=0):
+    """A TinyNet with about `kept` of each weight kept, at most `values` distinct
+    non-zeros per layer, and fc1 units that fc2 does not read."""
+    torch.manual_seed(seed)
+    model = TinyNet()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, layer in model.prunable_layers():
+            book = torch.randn(values, generator=g)
+            book[book == 0] = 1.0
+            index = torch.randint(0, values, layer.weight.shape, generator=g)
+            keep = torch.rand(layer.weight.shape, generator=g) < kept
+            layer.weight.copy_(torch.where(keep, book[index], torch.zeros(())))
+            layer.bias.copy_(torch.randn(layer.bias.shape, generator=g))
+        model.fc2.weight[:, :dead_fc1_units] = 0
+    return model
+
+
+def params_equal(a, b):
+    return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+@pytest.mark.parametrize('kept', [0.0, 0.01, 0.3, 1.0])
+@pytest.mark.parametrize('values', [1, 2, 7, 40])
+def test_round_trip_is_bit_exact_and_computes_the_same(kept, values):
+    model = make_model(kept=kept, values=values, dead_fc1_units=5)
+    data, report = encode_model(model)
+    decoded = decode_model(data)
+    assert params_equal(decoded, strip_dead_units(model))
+    assert torch.equal(decoded(INPUT), model(INPUT))
+    assert report['bytes'] == len(data)
+    for name, layer in decoded.prunable_layers():
+        assert torch.equal(layer.weight_mask, (layer.weight != 0).float()), name
+
+
+def test_dead_units_lose_incoming_weights_and_bias_but_not_function():
+    model = make_model(kept=0.5, dead_fc1_units=6)
+    clean = strip_dead_units(model)
+    assert (clean.fc1.weight[:6] == 0).all() and (clean.fc1.bias[:6] == 0).all()
+    assert torch.equal(clean.fc1.weight[6:], model.fc1.weight[6:])
+    assert torch.equal(clean(INPUT), model(INPUT))
+    assert model.fc1.weight[:6].count_nonzero() > 0  # the caller's model is untouched
+    _, report = encode_model(model)
+    fc1 = next(r for r in report['layers'] if r['layer'] == 'fc1')
+    assert fc1['live_units'] == 10 and fc1['bias_bytes'] == 4 * 10
+
+
+def test_one_value_per_layer_costs_no_value_bits():
+    _, report = encode_model(make_model(kept=0.5, values=1))
+    assert all(r['value_bits'] == 0 and r['values'] == 1 for r in report['layers'])
+
+
+def test_dense_layers_cost_no_position_bits():
+    _, report = encode_model(make_model(kept=1.0))
+    assert all(r['position_bits'] == 0 for r in report['layers'])
+
+
+def test_sparser_models_take_fewer_bytes():
+    sizes = [encode_model(make_model(kept=k))[1]['bytes'] for k in (0.5, 0.1, 0.01)]
+    assert sizes[0] > sizes[1] > sizes[2]
+
+
+def test_float16_is_smaller_keeps_zeros_and_signs():
+    model = make_model(kept=0.3)
+    with torch.no_grad():
+        model.fc1.weight[15, :2] = torch.tensor([1e-9, -1e-9])  # below float16's smallest
+    data, report = encode_model(model, float16=True)
+    decoded = decode_model(data)
+    clean = strip_dead_units(model)
+    assert report['bytes'] < encode_model(model)[1]['bytes']
+    for (name, a), (_, b) in zip(decoded.prunable_layers(), clean.prunable_layers(), strict=True):
+        assert torch.equal(a.weight != 0, b.weight != 0), name
+        assert torch.equal(torch.sign(a.weight), torch.sign(b.weight)), name
+        assert torch.allclose(a.weight, b.weight.half().float(), atol=6e-8), name
+
+
+@pytest.mark.parametrize('bias_bits', [1, 2])
+def test_shared_biases_hold_few_values(bias_bits):
+    model = make_model(kept=0.3)
+    decoded = decode_model(encode_model(model, bias_bits=bias_bits)[0])
+    for name, layer in decoded.prunable_layers():
+        nonzero = layer.bias[layer.bias != 0]
+        assert len(nonzero.unique()) <= 2 ** bias_bits, name
+    assert params_equal_weights(decoded, strip_dead_units(model))
+
+
+def params_equal_weights(a, b):
+    return all(torch.equal(x.weight, y.weight) for (_, x), (_, y)
+               in zip(a.prunable_layers(), b.prunable_layers(), strict=True))
+
+
+def test_save_and_load_a_file(tmp_path):
+    model = make_model()
+    path = tmp_path / 'm.dcz'
+    report = save_compressed(model, str(path))
+    assert os.path.getsize(path) == report['bytes']
+    assert params_equal(load_compressed(str(path)), strip_dead_units(model))
+
+
+def test_interrupted_save_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / 'm.dcz'
+    save_compressed(make_model(seed=1), str(path))
+    before = path.read_bytes()
+
+    def fail_halfway(tmp, data):
+        with open(tmp, 'wb') as f:
+            f.write(data[:10])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(container, '_write_bytes', fail_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        save_compressed(make_model(seed=2), str(path))
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ['m.dcz']
+
+
+# ---------------------------------------------------------------- refusals
+def test_missing_file_says_how_to_make_one(tmp_path):
+    with pytest.raises(ContainerError, match='not found: write it first with `python huffman_enc'):
+        load_compressed(str(tmp_path / 'none.dcz'))
+
+
+def test_unshared_weights_are_refused(monkeypatch):
+    monkeypatch.setattr(container, 'MAX_ALPHABET', 4)
+    with pytest.raises(ContainerError, match='weight-share the model first'):
+        encode_model(make_model(values=5))
+
+
+def test_nan_weights_are_refused():
+    model = make_model()
+    with torch.no_grad():
+        model.fc2.weight[0, 0] = float('nan')
+    with pytest.raises(ContainerError, match='layer fc2 holds NaN'):
+        encode_model(model)
+
+
+def test_unknown_model_class_is_refused():
+    class Other(TinyNet):
+        pass
+    with pytest.raises(ContainerError, match="cannot store a Other: the container knows"):
+        encode_model(Other())
+
+
+@pytest.fixture
+def encoded(registered):
+    return encode_model(make_model(kept=0.05, values=5, dead_fc1_units=3))[0]
+
+
+def test_wrong_magic(encoded):
+    with pytest.raises(ContainerError, match=r'x.dcz: not a .dcz file \(wrong magic\)'):
+        decode_model(b'PK' + encoded[2:], 'x.dcz')
+
+
+def test_unknown_version(encoded):
+    with pytest.raises(ContainerError, match='unknown format version 7'):
+        decode_model(encoded[:3] + bytes([7]) + encoded[4:])
+
+
+def test_unknown_architecture(encoded, monkeypatch):
+    monkeypatch.delitem(container.ARCHITECTURES, 'tiny')
+    with pytest.raises(ContainerError, match="unknown architecture 'tiny'"):
+        decode_model(encoded)
+
+
+def test_architecture_mismatch(encoded, monkeypatch):
+    class Wider(TinyNet):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = torch.nn.Linear(4 * 8 * 8, 17)
+            self.fc2 = torch.nn.Linear(17, 10)
+    monkeypatch.setitem(container.ARCHITECTURES, 'tiny', Wider)
+    with pytest.raises(ContainerError, match=r'architecture mismatch: the file has layers .*fc1'):
+        decode_model(encoded)
+
+
+def test_every_truncation_is_refused(encoded):
+    for end in range(len(encoded)):
+        with pytest.raises(ContainerError):
+            decode_model(encoded[:end])
+
+
+def test_every_single_bit_flip_is_refused(encoded):
+    for byte in range(len(encoded)):
+        for bit in range(8):
+            damaged = bytearray(encoded)
+            damaged[byte] ^= 1 << bit
+            with pytest.raises(ContainerError):
+                decode_model(bytes(damaged))
+
+
+def test_trailing_garbage_is_refused(encoded):
+    with pytest.raises(ContainerError):
+        decode_model(encoded + b'\x00')
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), kept=st.floats(0, 1), values=st.integers(1, 40),
+       dead=st.integers(0, 16), float16=st.booleans())
+def test_random_models_round_trip(seed, kept, values, dead, float16):
+    model = make_model(seed, kept, values, dead)
+    decoded = decode_model(encode_model(model, float16=float16)[0])
+    clean = strip_dead_units(model)
+    if float16:
+        assert all(torch.equal(a != 0, b != 0)
+                   for a, b in zip(decoded.parameters(), clean.parameters(), strict=True))
+    else:
+        assert params_equal(decoded, clean)
+
+
+# `encoded` is immutable bytes: sharing it between examples is safe.
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_corruptions_are_refused(encoded, data):
+    damaged = bytearray(encoded)
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(damaged) - 1))
+        damaged[at] ^= data.draw(st.integers(1, 255))
+    cut = data.draw(st.integers(0, len(damaged)))
+    tail = data.draw(st.binary(max_size=8))
+    damaged = bytes(damaged[:cut]) + tail
+    if damaged == encoded:
+        return
+    with pytest.raises(ContainerError):
+        decode_model(damaged)
+
+
+# ---------------------------------------------------------------- coding parts
+@pytest.mark.parametrize('top', [1, 5, 31, 40])
+def test_gap_codes_are_exact_around_powers_of_two(top):
+    gaps = np.array([1, 2, 3, (1 << top) - 1, 1 << top, (1 << top) + 1], dtype=np.int64)
+    positions = np.cumsum(gaps) - 1
+    buckets, extra = container._gap_codes(positions)
+    assert buckets.tolist() == [g.bit_length() - 1 for g in gaps.tolist()]
+    assert ((np.uint64(1) << buckets.astype(np.uint64)) + extra == gaps.astype(np.uint64)).all()
+    assert (extra < (np.uint64(1) << buckets.astype(np.uint64))).all()
+
+
+def test_code_lengths_are_limited_and_complete():
+    fibonacci = [1, 1]
+    while len(fibonacci) < 40:
+        fibonacci.append(fibonacci[-1] + fibonacci[-2])
+    lengths = container._limited_lengths(np.array(fibonacci))
+    assert lengths.max() <= container.MAX_CODE_LENGTH
+    assert np.sum(2.0 ** -lengths) == 1.0
