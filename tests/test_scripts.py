@@ -66,6 +66,14 @@ def test_bad_rates_flag(tmp_path, rates, fragment):
     assert_one_line_error(run('pruning.py', '--rates', rates, cwd=tmp_path), fragment)
 
 
+def test_container_flag_errors(tmp_path):
+    assert_one_line_error(run('huffman_encode.py', '--unpack', 'none.dcz', cwd=tmp_path),
+                          'none.dcz not found', '--pack')
+    (tmp_path / 'bad.dcz').write_bytes(b'DCZ\x01garbage')
+    assert_one_line_error(run('huffman_encode.py', '--unpack', 'bad.dcz', cwd=tmp_path), 'bad.dcz')
+    assert_one_line_error(run('huffman_encode.py', '--pack-float16', cwd=tmp_path), 'add --pack PATH')
+
+
 @pytest.mark.parametrize('bits', ['0', '17'])
 def test_bad_bits_flag(tmp_path, bits):
     assert_one_line_error(run('weight_share.py', '--bits', bits, cwd=tmp_path), 'from 1 to 16')
@@ -148,9 +156,22 @@ def test_recipe_tools_end_to_end_on_real_images(tmp_path):
         limit = {'fc1': 4, 'fc2': 4, 'fc3': 8}.get(name, 32)
         assert len(layer.weight[layer.weight != 0].unique()) <= limit, name
         assert torch.equal(layer.weight != 0, dict(model.prunable_layers())[name].weight != 0)
-    result = run('huffman_encode.py', *recipe, cwd=tmp_path)
+    result = run('huffman_encode.py', *recipe, '--pack', 'model.dcz', cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    ratio = json.loads((tmp_path / 'log.huffman_encode.json').read_text())['ratio']
+    encoded = json.loads((tmp_path / 'log.huffman_encode.json').read_text())
+    ratio, packed = encoded['ratio'], encoded['pack']
+    assert packed['bytes'] == os.path.getsize(tmp_path / 'model.dcz')
+    assert packed['accuracy'] == encoded['accuracy_after_decoding']
+    assert packed['ratio'] > ratio and 'loads back bit-exact' in result.stdout
+
+    unpacked = run('huffman_encode.py', '--unpack', 'model.dcz', *data, cwd=tmp_path)
+    assert unpacked.returncode == 0, unpacked.stderr
+    assert f"model.dcz: accuracy {packed['accuracy']:.2f}%" in unpacked.stdout
+    lossy = run('huffman_encode.py', *recipe, '--pack', 'lossy.dcz', '--pack-float16',
+                '--pack-bias-bits', '3', cwd=tmp_path)
+    assert lossy.returncode == 0, lossy.stderr
+    assert os.path.getsize(tmp_path / 'lossy.dcz') < packed['bytes']
+    assert 'lossy: float16 values, 3-bit shared biases' in lossy.stdout
 
     tables = run('docs/tables.py', str(tmp_path), cwd=tmp_path)
     assert tables.returncode == 0, tables.stderr

@@ -1,0 +1,123 @@
+"""The .dcz container on one model: encode and load time against the homework format's
+(same model, same run), and per layer how close its coding comes to the entropy of what
+it codes, beside the paper's fixed-width relative positions.
+
+    python bench/container.py [--model models/alexnet-cifar10.dcz | a weight-shared .ptmodel]
+
+Entropies are empirical and order-0, over the layer's own symbols: values, H(value index);
+positions, H(gap bucket) + the mean extra bits (the part the Huffman code cannot shrink).
+"Paper positions": the paper's relative index, a 5-bit (fc) or 8-bit (conv) gap per
+non-zero with a filler zero per overflow, over the whole layer.
+"""
+import argparse
+import contextlib
+import io
+import json
+import os
+import statistics
+import tempfile
+import time
+
+import numpy as np
+from common import final_or_synthetic_model
+
+from net.container import _gap_codes, _live_units, load_compressed, save_compressed, strip_dead_units
+from net.huffmancoding import huffman_decode_model, huffman_encode_model
+from net.models import AlexNet
+
+REPEATS = 5
+
+
+def entropy_bits(symbols):
+    """Total order-0 entropy (bits) of a sequence of symbols."""
+    if len(symbols) == 0:
+        return 0.0
+    _, counts = np.unique(symbols, return_counts=True)
+    p = counts / counts.sum()
+    return float(-(counts * np.log2(p)).sum())
+
+
+def paper_position_bits(weight):
+    """Bits of the paper's relative index: width-bit gaps, a filler entry per overflow."""
+    width = 8 if weight.ndim == 4 else 5
+    gaps = np.diff(np.flatnonzero(weight.reshape(-1)), prepend=-1)
+    fillers = (gaps - 1) // (1 << width)
+    return int((len(gaps) + fillers.sum()) * width)
+
+
+def layer_rows(model, report):
+    layers = strip_dead_units(model).prunable_layers()
+    weights = [layer.weight.detach().numpy() for _, layer in layers]
+    rows = []
+    for (name, _), weight, alive, r in zip(layers, weights, _live_units(weights), report['layers'],
+                                           strict=True):
+        nonzero = weight[weight != 0]
+        _, index = np.unique(nonzero, return_inverse=True)
+        # the container's position symbols: gaps over the live units' weights
+        buckets, _ = _gap_codes(np.flatnonzero(weight.reshape(len(alive), -1)[alive]))
+        n = max(len(nonzero), 1)
+        rows.append({
+            'layer': name, 'nonzeros': len(nonzero), 'bytes': r['bytes'],
+            'value_bits_per_weight': r['value_bits'] / n,
+            'value_entropy_per_weight': entropy_bits(index) / n,
+            'position_bits_per_weight': r['position_bits'] / n,
+            'position_entropy_per_weight': (entropy_bits(buckets) + int(buckets.sum())) / n,
+            'paper_position_bits_per_weight': paper_position_bits(weight) / n,
+            'all_bits_per_weight': 8 * r['bytes'] / n})
+    return rows
+
+
+def timed(fn):
+    times = []
+    for _ in range(REPEATS):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), result
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--model', default='models/alexnet-cifar10.dcz')
+    p.add_argument('--json', default=None, help='also write the figures here')
+    args = p.parse_args()
+    if args.model.endswith('.dcz') and os.path.isfile(args.model):
+        print(f'model: {args.model}')
+        model = load_compressed(args.model)
+    else:
+        model = final_or_synthetic_model(args.model)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, 'model.dcz')
+        encode_s, report = timed(lambda: save_compressed(model, path))
+        load_s, _ = timed(lambda: load_compressed(path))
+        homework = os.path.join(tmp, 'encodings')
+        with contextlib.redirect_stdout(io.StringIO()):  # its per-layer table
+            hw_encode_s, hw_rows = timed(lambda: huffman_encode_model(model, homework,
+                                                                      os.path.join(tmp, 'log')))
+        hw_decode_s, _ = timed(lambda: huffman_decode_model(AlexNet(), homework))
+    rows = layer_rows(model, report)
+    print(f"{'layer':7}{'non-zeros':>10}{'bytes':>7}{'value b/w':>10}{'H value':>9}"
+          f"{'pos b/w':>9}{'H pos':>8}{'paper pos':>10}{'all b/w':>9}")
+    for r in rows:
+        print(f"{r['layer']:7}{r['nonzeros']:>10}{r['bytes']:>7}{r['value_bits_per_weight']:>10.2f}"
+              f"{r['value_entropy_per_weight']:>9.2f}{r['position_bits_per_weight']:>9.2f}"
+              f"{r['position_entropy_per_weight']:>8.2f}{r['paper_position_bits_per_weight']:>10.2f}"
+              f"{r['all_bits_per_weight']:>9.2f}")
+    nonzeros = sum(r['nonzeros'] for r in rows)
+    homework_bytes = hw_rows[-1]['compressed']
+    print(f"container: {report['bytes']} bytes ({report['ratio']:.1f}x), "
+          f"{8 * report['bytes'] / nonzeros:.2f} bits per non-zero weight, all included")
+    print(f"homework format: {homework_bytes} bytes ({report['dense_bytes'] / homework_bytes:.1f}x)")
+    print(f'encode: container {encode_s * 1000:.1f} ms, homework format {hw_encode_s * 1000:.1f} ms')
+    print(f'load:   container {load_s * 1000:.1f} ms, homework format {hw_decode_s * 1000:.1f} ms '
+          f'(median of {REPEATS})')
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump({'model': args.model, 'bytes': report['bytes'], 'ratio': report['ratio'],
+                       'homework_bytes': homework_bytes, 'encode_seconds': encode_s,
+                       'load_seconds': load_s, 'homework_encode_seconds': hw_encode_s,
+                       'homework_decode_seconds': hw_decode_s, 'layers': rows}, f, indent=2)
+
+
+if __name__ == '__main__':
+    main()
