@@ -80,6 +80,9 @@ def parse_args(argv=None):
     p.add_argument('--prune-dead-units', action='store_true',
                    help='after each cut, also zero the incoming weights of units that no '
                         'later weight reads (the network computes the same function)')
+    p.add_argument('--fold-constant-units', action='store_true',
+                   help='after each cut, fold units left without incoming weights (constant '
+                        'outputs) into the next fc layer\'s bias and drop their outgoing weights')
     p.add_argument('--data-dir', type=str, default=None, metavar='DIR',
                    help='ImageFolder copy of CIFAR-10 (DIR/train, DIR/test) instead of the download')
     p.add_argument('--subset', type=int, default=None, metavar='N',
@@ -137,12 +140,15 @@ def round_rates(rates, rounds):
 
 
 def prune_round(model, args, rates):
-    """Prune (by rates, or by std when rates is None), optionally drop dead units; test."""
+    """Prune (by rates, or by std when rates is None), optionally fold constant units and
+    drop dead units; test."""
     if rates is None:
         model.prune_by_std(args.sensitivity)
     else:
         model.prune_by_percentile(rates)
     record = {'rates': rates}
+    if args.fold_constant_units:
+        record['constant_units_weights_removed'] = model.fold_constant_units()
     if args.prune_dead_units:
         record['dead_units_weights_removed'] = model.prune_dead_units()
     record['accuracy_after_pruning'] = util.test(model, not args.no_cuda)

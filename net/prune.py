@@ -77,6 +77,38 @@ class PruningModule(nn.Module):
                 set_mask(layer, mask)
         return removed
 
+    def fold_constant_units(self):
+        """Fold every unit with no incoming weights into the bias of the fc layer after it.
+
+        Such a unit outputs relu(bias) at every position, so what the next fc layer reads
+        from it is a constant: adding that to the next layer's bias and zeroing (and
+        masking) the unit's outgoing weights computes the same function (up to float
+        rounding), and leaves the unit dead. Only fc layers are fed so: a conv layer's zero
+        padding would make a constant input vary at the borders. Assumes a chain whose
+        activations are ReLU, then max pooling or flattening, as in AlexNet. Walks forward,
+        since folding can leave a unit of the next layer without inputs. Returns the number
+        of non-zero weights removed.
+        """
+        layers = [m for _, m in self.prunable_layers()]
+        removed = 0
+        for layer, following in zip(layers, layers[1:], strict=False):
+            if not isinstance(following, nn.Linear) or layer.bias is None:
+                continue
+            units = layer.weight.shape[0]
+            fed = ((layer_mask(layer) != 0) | (layer.weight.data != 0)).view(units, -1).any(1)
+            constant = ~fed & _units_read(following, units)
+            if not constant.any():
+                continue
+            weight = following.weight.data.view(following.out_features, units, -1)
+            outgoing = weight[:, constant]
+            removed += int(outgoing.count_nonzero())
+            following.bias.data += (outgoing * layer.bias.data[constant].relu()[None, :, None]).sum((1, 2))
+            mask = layer_mask(following).clone()
+            mask.view_as(weight)[:, constant] = 0
+            following.weight.data.masked_fill_(mask == 0, 0.0)
+            set_mask(following, mask)
+        return removed
+
     def apply_masks(self):
         """Re-zero pruned weights (after an optimizer step, which may have moved them)."""
         for _, module in self.prunable_layers():

@@ -65,6 +65,36 @@ def test_dead_unit_removal_cascades_backwards(tiny):
         assert int(layer.weight.count_nonzero()) == 0, name
 
 
+def test_constant_units_fold_into_the_next_bias_and_cascade(tiny):
+    # conv1 channel 1 and fc1 unit 5 lose every incoming weight: both output relu(bias).
+    tiny.prune_by_percentile(100)
+    with torch.no_grad():
+        tiny.conv1.bias[1] = 0.7
+        tiny.fc1.bias[5] = 0.3
+        tiny.fc1.bias[7] = -0.2  # constant too, but relu makes it 0
+        tiny.conv1.weight_mask[1] = 0
+        tiny.fc1.weight_mask[5] = 0
+        tiny.fc1.weight_mask[7] = 0
+        tiny.apply_masks()
+    x = torch.randn(5, 3, 32, 32)
+    before = tiny(x)
+    removed = tiny.fold_constant_units()
+    # fc1 columns of channel 1 (rows 5 and 7 are empty already), fc2 columns 5 and 7
+    assert removed == 14 * 64 + 2 * 10
+    assert (tiny.fc1.weight[:, 64:128] == 0).all() and (tiny.fc1.weight_mask[:, 64:128] == 0).all()
+    assert (tiny.fc2.weight[:, [5, 7]] == 0).all() and (tiny.fc2.weight_mask[:, [5, 7]] == 0).all()
+    assert torch.allclose(tiny(x), before, atol=1e-5)
+    assert tiny.fold_constant_units() == 0
+    tiny.prune_dead_units()  # the folded units are dead now
+    assert (tiny.conv1.weight[1] == 0).all() and (tiny.fc1.weight[[5, 7]] == 0).all()
+    assert torch.allclose(tiny(x), before, atol=1e-5)
+
+
+def test_units_that_still_have_inputs_are_not_folded(tiny):
+    tiny.prune_by_percentile(50)
+    assert tiny.fold_constant_units() == 0
+
+
 # ---------------------------------------------------------------- recipe files
 def write_recipe(tmp_path, recipe):
     path = tmp_path / 'recipe.json'
