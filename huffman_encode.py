@@ -6,6 +6,8 @@ loads such a file and tests it.
 """
 import argparse
 import json
+import os
+import sys
 import time
 
 import torch
@@ -92,13 +94,14 @@ def run(args):
         'accuracy_after_decoding': after, 'exact': exact, 'encode_seconds': encode_seconds,
         'decode_seconds': decode_seconds}
     if args.pack:
-        record['pack'] = pack(model, args, use_cuda, lossless=before)
+        record['pack'] = pack(model, args, use_cuda, lossless=before, homework=total)
     util.write_json(util.results_path(args.log, 'huffman_encode'),
                     record | {'wall_seconds': time.time() - started})
 
 
-def pack(model, args, use_cuda, lossless):
-    """Write the .dcz file, load it back, check it and test it; return its report."""
+def pack(model, args, use_cuda, lossless, homework):
+    """Write the .dcz file, load it back, check it and test it; describe it in a JSON file
+    beside it (PATH with .json for .dcz); return its report."""
     lossy = args.pack_float16 or args.pack_bias_bits is not None
     t0 = time.time()
     report = save_compressed(model, args.pack, args.pack_float16, args.pack_bias_bits)
@@ -120,8 +123,29 @@ def pack(model, args, use_cuda, lossless):
           f'encode {encode_seconds:.2f} s, load {decode_seconds:.2f} s')
     util.log(f"pack {args.pack} {report['bytes']} bytes {report['ratio']:.2f}x accuracy {accuracy}",
              args.log)
-    return report | {'path': args.pack, 'accuracy': accuracy, 'encode_seconds': encode_seconds,
-                     'decode_seconds': decode_seconds}
+    report |= {'path': args.pack, 'accuracy': accuracy, 'encode_seconds': encode_seconds,
+               'decode_seconds': decode_seconds}
+    util.write_json(os.path.splitext(args.pack)[0] + '.json', describe_pack(report, args, homework))
+    return report
+
+
+def describe_pack(report, args, homework):
+    """What a shipped .dcz file is, how well it does, and the command that made it."""
+    data = (f'the test split of the ImageFolder copy at {args.data_dir}' if args.data_dir
+            else 'the official CIFAR-10 test split (torchvision)')
+    if args.subset:
+        data += f', first {args.subset} images of a fixed random subset'
+    return {
+        'file': os.path.basename(args.pack), 'bytes': report['bytes'], 'ratio': report['ratio'],
+        'accuracy': report['accuracy'], 'measured_on': data,
+        'lossy_extras': {'float16': args.pack_float16, 'bias_bits': args.pack_bias_bits},
+        'homework_format_bytes': homework['compressed'],
+        'homework_format_ratio': homework['original'] / homework['compressed'],
+        'dense_float32_bytes': report['dense_bytes'],
+        'layers': {r['layer']: {k: v for k, v in r.items() if k != 'layer'} for r in report['layers']},
+        'command': 'python huffman_encode.py ' + ' '.join(sys.argv[1:]),
+        'note': 'Accuracy measured on the data named above; a JPEG copy of CIFAR-10 differs '
+                'slightly from the official test set, so accuracy there may differ.'}
 
 
 def unpack(args, config, use_cuda):

@@ -164,6 +164,9 @@ def test_recipe_tools_end_to_end_on_real_images(tmp_path):
     assert packed['accuracy'] == encoded['accuracy_after_decoding']
     assert packed['ratio'] > ratio and 'loads back bit-exact' in result.stdout
 
+    described = json.loads((tmp_path / 'model.json').read_text())
+    assert described['bytes'] == packed['bytes'] and described['homework_format_ratio'] == ratio
+    assert described['command'].startswith('python huffman_encode.py --config recipe.json')
     unpacked = run('huffman_encode.py', '--unpack', 'model.dcz', *data, cwd=tmp_path)
     assert unpacked.returncode == 0, unpacked.stderr
     assert f"model.dcz: accuracy {packed['accuracy']:.2f}%" in unpacked.stdout
