@@ -46,7 +46,7 @@ def paper_position_bits(weight):
 
 
 def layer_rows(model, report):
-    layers = strip_dead_units(model).prunable_layers()
+    layers = model.prunable_layers()
     weights = [layer.weight.detach().numpy() for _, layer in layers]
     rows = []
     for (name, _), weight, alive, r in zip(layers, weights, _live_units(weights), report['layers'],
@@ -86,6 +86,7 @@ def main():
         model = load_compressed(args.model)
     else:
         model = final_or_synthetic_model(args.model)
+    model = strip_dead_units(model)  # both formats code the same weights
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, 'model.dcz')
         encode_s, report = timed(lambda: save_compressed(model, path))

@@ -13,23 +13,28 @@ Layer payload (one prunable layer; a "unit" is an output neuron or conv filter):
     varint non-zeros | varint distinct values k | codebook: k values, ascending
     | varint position buckets | biases (raw, or varint count + codebook when shared)
     | bitstream (MSB first, zero-padded to a byte):
-        code lengths (4 bits each) of the values, of the position buckets, of the shared
-        biases; then the value codes, the bucket codes, the buckets' extra bits, and the
-        shared bias codes.
-Codes are canonical Huffman codes, stored as their lengths only (a one-value alphabet
-costs no bits). Positions are the gaps between successive non-zeros over the layer's
-flattened live units, each coded as its bit length (Huffman) plus the bits after the
-leading one (Elias-gamma with learned bucket codes).
+        the code lengths (4 bits each) of the values; a presence bit per position bucket,
+        then the code lengths of the present ones; the code lengths of the shared biases;
+        then the value codes, the bucket codes, the buckets' extra bits, and the shared
+        bias codes.
+Codes are canonical Huffman codes, stored as their lengths only; an alphabet of one
+symbol needs neither lengths nor codes. Positions are the gaps between successive
+non-zeros over the layer's live units, flattened, each coded as its bit length (Huffman)
+plus the bits after the leading one (Elias gamma with learned bucket codes).
+The CRCs cover every section; the magic and version byte before them are checked by
+value.
 
 Only live units are stored. Saving first removes, without changing the network's
 function, every unit that no later weight reads: its incoming weights and bias are
 zeroed. The last layer's units are all live; a layer's live units are then those the
 next layer reads, so the decoder, working from the last layer back, knows them before
 it reads a layer: positions range over live units only and dead units need no bias.
-Loading returns that cleaned model exactly (bit for bit).
+Loading returns that cleaned model exactly (bit for bit; cleaning also turns -0.0
+weights into +0.0).
 
 Lossy options, off by default: ``float16`` stores codebooks and biases as float16;
-``bias_bits`` weight-shares each layer's live biases (k-means, 2**bias_bits values).
+``bias_bits`` weight-shares each layer's live biases (k-means: 2**bias_bits non-zero
+values, zeros stay zero).
 """
 import copy
 import struct
@@ -65,6 +70,10 @@ MAX_ALPHABET = 1 << MAX_CODE_LENGTH  # a balanced code of this many symbols stil
 
 class ContainerError(ValueError):
     """A .dcz file is missing, truncated, corrupt, or does not fit the model."""
+
+
+class Corrupt(Exception):
+    """Raised inside the decoder at an inconsistency; reported as a ContainerError."""
 
 
 # ---------------------------------------------------------------- public API
@@ -132,10 +141,10 @@ def encode_model(model, float16=False, bias_bits=None):
 
 def decode_model(data, path='model.dcz'):
     """The model encoded in data (bytes of a .dcz file); ContainerError if it is not one."""
-    sections = _split_sections(data, path)
+    sections = _split_sections(bytes(data), path)
     try:
         arch, flags, shapes = _parse_header(sections[0][1])
-    except (HuffmanFormatError, UnicodeDecodeError, IndexError):
+    except (Corrupt, HuffmanFormatError, UnicodeDecodeError, IndexError):
         raise ContainerError(f'{path}: corrupt header section') from None
     model = _build(arch, shapes, path)
     layers = _layers(model)
@@ -151,7 +160,9 @@ def decode_model(data, path='model.dcz'):
         try:
             weight, bias = _decode_layer(payload, tuple(layer.weight.shape), alive,
                                          value_dtype, bool(flags & SHARED_BIASES))
-        except (HuffmanFormatError, ValueError, IndexError) as err:
+        # The CRCs make these unreachable but for crafted files; numpy's own errors on
+        # such input are reported as the same one-line refusal.
+        except (Corrupt, HuffmanFormatError, ValueError, IndexError) as err:
             raise ContainerError(f'{path}: layer {name}: corrupt data ({err})') from None
         with torch.no_grad():
             layer.weight.copy_(torch.from_numpy(weight))
@@ -188,6 +199,7 @@ def strip_dead_units(model):
     clean = copy.deepcopy(model).cpu()
     layers = _layers(clean)
     for _, layer in layers:
+        layer.weight.data[layer.weight.data == 0] = 0.0  # -0.0 too: stored as no weight
         set_mask(layer, (layer.weight.data != 0).to(layer.weight.dtype))
     try:
         clean.prune_dead_units()
@@ -272,7 +284,7 @@ def _parse_header(payload):
             dims.append(d)
         shapes.append((name, tuple(dims)))
     if pos != len(payload) or flags & ~(FLOAT16 | SHARED_BIASES):
-        raise IndexError('header')
+        raise Corrupt('header')
     return arch, flags, shapes
 
 
@@ -284,7 +296,7 @@ def _text(s):
 def _read_text(payload, pos):
     n, pos = read_varint(payload, pos, 'header')
     if pos + n > len(payload):
-        raise IndexError('header')
+        raise Corrupt('header')
     return payload[pos:pos + n].decode(), pos + n
 
 
@@ -325,24 +337,25 @@ def _encode_layer(weight, bias, alive, value_dtype, bias_bits):
 
 
 def _decode_layer(payload, shape, alive, value_dtype, shared_biases):
-    """(weight, bias) numpy arrays of one layer payload; ValueError/IndexError if corrupt."""
+    """(weight, bias) numpy arrays of one layer payload; Corrupt if it is inconsistent."""
     units, per_unit = shape[0], int(np.prod(shape[1:]))
     live_count = int(alive.sum())
     capacity = live_count * per_unit
     nonzeros, pos = read_varint(payload, 0, 'layer')
     k, pos = read_varint(payload, pos, 'layer')
     if nonzeros > capacity or k > min(nonzeros, MAX_ALPHABET):
-        raise ValueError(f'{nonzeros} non-zeros, {k} values in a layer of {capacity} live weights')
+        raise Corrupt(f'{nonzeros} non-zeros, {k} values in a layer of {capacity} live weights')
     codebook, pos = _read_floats(payload, pos, k, value_dtype)
     if (codebook == 0).any() or not np.isfinite(codebook).all():
-        raise ValueError('zero or non-finite value in the codebook')
+        raise Corrupt('zero or non-finite value in the codebook')
     n_buckets, pos = read_varint(payload, pos, 'layer')
-    if n_buckets > 64 or (n_buckets == 0) != (nonzeros == 0):
-        raise ValueError(f'{n_buckets} position buckets')
+    # no gap exceeds the capacity, so no bucket exceeds its bit length
+    if n_buckets > capacity.bit_length() or (n_buckets == 0) != (nonzeros == 0):
+        raise Corrupt(f'{n_buckets} position buckets')
     if shared_biases:
         bias_k, pos = read_varint(payload, pos, 'layer')
         if bias_k > min(live_count, MAX_ALPHABET) or (bias_k == 0) != (live_count == 0):
-            raise ValueError(f'{bias_k} shared bias values')
+            raise Corrupt(f'{bias_k} shared bias values')
         bias_book, pos = _read_floats(payload, pos, bias_k, value_dtype)
     else:
         live_bias, pos = _read_floats(payload, pos, live_count, value_dtype)
@@ -355,9 +368,11 @@ def _decode_layer(payload, shape, alive, value_dtype, shared_biases):
     gaps = bits.raw(buckets) + (np.uint64(1) << buckets.astype(np.uint64))
     positions = np.cumsum(gaps.astype(np.int64)) - 1
     if nonzeros and positions[-1] >= capacity:
-        raise ValueError('a position past the end of the layer')
+        raise Corrupt('a position past the end of the layer')
     if shared_biases:
         live_bias = bias_book[bits.codes(bias_table, live_count)]
+    if not np.isfinite(live_bias).all():
+        raise Corrupt('a non-finite bias')
     bits.finish()
     weight = np.zeros((units, per_unit), dtype=np.float32)
     live_rows = np.zeros(capacity, dtype=np.float32)
@@ -370,12 +385,8 @@ def _decode_layer(payload, shape, alive, value_dtype, shared_biases):
 
 def _codebook(values, value_dtype, nonzero=True):
     """(ascending distinct values as stored, index of each value). Stored as float16, a
-    non-zero value keeps its sign and stays non-zero; float16's range is checked."""
-    largest = float(np.abs(values).max()) if len(values) else 0.0
-    if largest > np.finfo(value_dtype).max:
-        raise ContainerError(f'a value of {largest:g} does not fit in {value_dtype.name}; '
-                             'store this model without the float16 option')
-    stored = values.astype(value_dtype)
+    non-zero value keeps its sign and stays non-zero."""
+    stored = _stored(values, value_dtype)
     if nonzero:
         lost = (stored == 0) & (values != 0)
         stored[lost] = np.copysign(np.finfo(value_dtype).smallest_subnormal, values[lost])
@@ -386,14 +397,24 @@ def _codebook(values, value_dtype, nonzero=True):
     return codebook, index.reshape(-1)
 
 
+def _stored(values, value_dtype):
+    """values in value_dtype, refusing any that its range cannot hold."""
+    values = np.asarray(values)
+    largest = float(np.abs(values).max()) if values.size else 0.0
+    if largest > np.finfo(value_dtype).max:
+        raise ContainerError(f'a value of {largest:g} does not fit in {value_dtype.name}; '
+                             'store this model without the float16 option')
+    return values.astype(value_dtype)
+
+
 def _float_bytes(values, value_dtype):
-    return np.asarray(values).astype(value_dtype).tobytes()
+    return _stored(values, value_dtype).tobytes()
 
 
 def _read_floats(payload, pos, count, value_dtype):
     end = pos + count * value_dtype.itemsize
     if end > len(payload):
-        raise ValueError('truncated values')
+        raise Corrupt('truncated values')
     return np.frombuffer(payload[pos:end], dtype=value_dtype).astype(np.float32), end
 
 
@@ -431,8 +452,9 @@ class CodeTable:
         self.lengths = np.zeros(len(present), dtype=np.int64)
         self.lengths[self.symbols] = lengths
         self.codes = np.zeros(len(present), dtype=np.uint64)
+        self.order = np.arange(len(self.symbols))  # present symbols in canonical order
         if len(self.symbols) > 1:
-            self.codes[self.symbols], _ = canonical_codes(np.asarray(lengths, dtype=np.int64))
+            self.codes[self.symbols], self.order = canonical_codes(np.asarray(lengths, dtype=np.int64))
 
 
 class BitWriter:
@@ -471,7 +493,7 @@ class BitWriter:
 
 
 class BitReader:
-    """Reads what BitWriter wrote, in the same order; ValueError if it does not fit."""
+    """Reads what BitWriter wrote, in the same order; Corrupt if it does not fit."""
 
     def __init__(self, body):
         self.body = body
@@ -483,7 +505,7 @@ class BitReader:
         starts = self.pos + np.cumsum(widths) - widths
         end = self.pos + int(widths.sum())
         if end > len(self.bits):
-            raise ValueError('truncated bit stream')
+            raise Corrupt('truncated bit stream')
         self.pos = end
         width = int(widths.max()) if len(widths) else 0
         if width == 0:
@@ -500,27 +522,27 @@ class BitReader:
             lengths = self.raw(np.full(used, LENGTH_BITS)).astype(np.int64)
             # a complete prefix code: Kraft sum exactly 1, no empty code
             if (lengths == 0).any() or np.sum(2.0 ** -lengths) != 1.0:
-                raise ValueError('code lengths do not form a complete code')
+                raise Corrupt('code lengths do not form a complete code')
         if count and not used:
-            raise ValueError('an alphabet with no symbol present')
+            raise Corrupt('an alphabet with no symbol present')
         return CodeTable(present, lengths)
 
     def codes(self, table, n):
         """n symbols of table's code."""
         if n and not len(table.symbols):
-            raise ValueError(f'{n} symbols from an empty alphabet')
+            raise Corrupt(f'{n} symbols from an empty alphabet')
         if len(table.symbols) <= 1 or n == 0:
             return np.full(n, table.symbols[0] if n else 0, dtype=np.int64)
-        lengths = table.lengths[table.symbols]
-        codes, order = canonical_codes(lengths)
+        canonical = table.symbols[table.order]
+        lengths = table.lengths[canonical]
         body = np.packbits(self.bits[self.pos:]).tobytes()
-        starts, leaf = codeword_starts(body, lengths[order], codes[order], n, 'bit stream')
-        self.pos += int(starts[-1] + lengths[order][leaf[-1]])
-        return table.symbols[order[leaf]]
+        starts, leaf = codeword_starts(body, lengths, table.codes[canonical], n, 'bit stream')
+        self.pos += int(starts[-1] + lengths[leaf[-1]])
+        return canonical[leaf]
 
     def finish(self):
         if len(self.bits) - self.pos >= 8 or self.bits[self.pos:].any():
-            raise ValueError('trailing data after the bit stream')
+            raise Corrupt('trailing data after the bit stream')
 
 
 def _write_bytes(path, data):

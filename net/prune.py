@@ -92,7 +92,7 @@ class PruningModule(nn.Module):
         layers = [m for _, m in self.prunable_layers()]
         removed = 0
         for layer, following in zip(layers, layers[1:], strict=False):
-            if not isinstance(following, nn.Linear) or layer.bias is None:
+            if not isinstance(following, nn.Linear) or layer.bias is None or following.bias is None:
                 continue
             units = layer.weight.shape[0]
             fed = ((layer_mask(layer) != 0) | (layer.weight.data != 0)).view(units, -1).any(1)

@@ -90,9 +90,15 @@ def test_constant_units_fold_into_the_next_bias_and_cascade(tiny):
     assert torch.allclose(tiny(x), before, atol=1e-5)
 
 
-def test_units_that_still_have_inputs_are_not_folded(tiny):
-    tiny.prune_by_percentile(50)
+def test_units_with_one_input_left_are_not_folded(tiny):
+    tiny.prune_by_percentile(100)
+    with torch.no_grad():
+        tiny.fc1.weight_mask.zero_()
+        tiny.fc1.weight_mask[torch.arange(16), torch.arange(16) * 16] = 1  # one input each
+        tiny.apply_masks()
+    fc2 = tiny.fc2.weight.clone()
     assert tiny.fold_constant_units() == 0
+    assert torch.equal(tiny.fc2.weight, fc2)
 
 
 # ---------------------------------------------------------------- recipe files
