@@ -77,6 +77,9 @@ def parse_args(argv=None):
     p.add_argument('--target-ratio', type=float, default=None, metavar='R',
                    help='end the pruning rounds early, at the first round whose cut brings a '
                         '5-bit weight-shared copy to this homework-format compression ratio')
+    p.add_argument('--min-accuracy', type=float, default=None, metavar='A',
+                   help='end the pruning rounds early: when a round\'s retrained accuracy falls '
+                        'below A percent, go back to the round before and give it --re-epochs')
     p.add_argument('--prune-dead-units', action='store_true',
                    help='after each cut, also zero the incoming weights of units that no '
                         'later weight reads (the network computes the same function)')
@@ -194,6 +197,20 @@ def main(argv=None):
         util.fail(err)
 
 
+def back_to(model, kept, number, args, data, generator, history):
+    """Restore round `number`'s retrained model (weights and masks), retrain it for
+    --re-epochs; return its record."""
+    state, record = kept
+    print(f'accuracy below --min-accuracy {args.min_accuracy}%: back to round {number}, '
+          f'which gets {args.re_epochs} more epochs')
+    model.load_state_dict(state)
+    train(model, data, args, args.re_epochs, args.re_lr, f'retrain{number}', generator, history)
+    record = record | {'back_to_round': number,
+                       'accuracy_after_retraining': util.test(model, not args.no_cuda)}
+    util.log(f'round {number} {json.dumps(record)}', args.log)
+    return record
+
+
 def run(args, rates):
     started = time.time()
     torch.manual_seed(args.seed)
@@ -227,6 +244,7 @@ def run(args, rates):
     else:
         schedule = [None]  # one cut by std
     results['rounds'] = []
+    kept = None  # (state, record) of the last round that stayed above --min-accuracy
     for number, round_rate in enumerate(schedule, 1):
         last = number == len(schedule)
         tag = '' if len(schedule) == 1 else f' (round {number}/{len(schedule)})'
@@ -253,6 +271,12 @@ def run(args, rates):
         util.log(f'round {number} {json.dumps(record)}', args.log)
         if last:
             break
+        if args.min_accuracy is not None and record['accuracy_after_retraining'] < args.min_accuracy:
+            if kept is not None:
+                results['rounds'].append(back_to(model, kept, number - 1, args, data, generator, history))
+                break
+        else:
+            kept = (copy.deepcopy(model.state_dict()), record)
     save_model(model, args.save_model_path)
     results['accuracy_after_pruning'] = results['rounds'][-1]['accuracy_after_pruning']
     results['accuracy_after_retraining'] = results['rounds'][-1]['accuracy_after_retraining']

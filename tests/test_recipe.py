@@ -136,6 +136,35 @@ def test_bad_recipes_are_one_clear_error(tmp_path, capsys, recipe, message):
     assert err.startswith('error: ') and message in err and '\n' not in err
 
 
+def test_min_accuracy_goes_back_to_the_last_good_round(tmp_path, monkeypatch):
+    # Accuracies after: initial, then per round (pruning, retraining); round 3 falls below
+    # 50%, so round 2's model comes back for --re-epochs and is what gets saved.
+    accuracies = iter([70, 60, 65, 55, 60, 30, 45, 62])
+    monkeypatch.setattr(pruning.util, 'test', lambda *a, **k: next(accuracies))
+    epochs = []
+    monkeypatch.setattr(pruning, 'train', lambda model, data, args, n, *a: epochs.append(n))
+    fake = torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.long)
+    monkeypatch.setattr(pruning.util, 'load_split', lambda *a: fake)
+    monkeypatch.setattr(pruning.util, 'cached_split', lambda *a: fake)
+    states = []
+    real_back_to = pruning.back_to
+    monkeypatch.setattr(pruning, 'back_to', lambda model, kept, *a: states.append(kept[0]) or
+                        real_back_to(model, kept, *a))
+    args = pruning.parse_args(['--prune-rounds', '5', '--min-accuracy', '50', '--re-epochs', '7',
+                               '--log', str(tmp_path / 'log.txt'),
+                               '--save-model-path', str(tmp_path / 'final.ptmodel'),
+                               '--load-model-path', str(tmp_path / 'initial.ptmodel')])
+    pruning.run(args, pruning.parse_rates('{"fc2": 1}'))
+    assert epochs == [args.epochs, 2, 2, 2, 7]  # rounds 1-3, then round 2 again
+    saved = torch.load(tmp_path / 'final.ptmodel', weights_only=False)
+    assert torch.equal(saved.fc2.weight_mask, states[0]['fc2.weight_mask'])
+    kept = 100 * int(saved.fc2.weight.count_nonzero()) / saved.fc2.weight.numel()
+    assert kept == pytest.approx(100 * 0.01 ** (2 / 5), rel=1e-3)  # round 2's share
+    rounds = json.loads((tmp_path / 'log.pruning.json').read_text())['rounds']
+    assert [r.get('back_to_round') for r in rounds] == [None, None, None, 2]
+    assert rounds[-1]['accuracy_after_retraining'] == 62
+
+
 def test_target_ratio_must_be_above_one(capsys):
     with pytest.raises(SystemExit):
         pruning.parse_args(['--target-ratio', '1'])
