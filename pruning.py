@@ -69,6 +69,9 @@ def parse_args(argv=None):
     p.add_argument('--prune-rounds', type=int, default=1, metavar='N',
                    help='iterative pruning: N prune + retrain rounds toward --rates, each '
                         'keeping the same fraction of the weights left (percentile only)')
+    p.add_argument('--round-spans', type=str, default=None, metavar='JSON',
+                   help='per layer, the share of the rounds after which it reaches its rate, '
+                        'e.g. \'{"fc2": 0.25}\' (default 1: the last round)')
     p.add_argument('--round-epochs', type=int, default=2, metavar='N',
                    help='retraining epochs after each round but the last (which gets --re-epochs)')
     p.add_argument('--round-report', action='store_true',
@@ -135,11 +138,34 @@ def train(model, data, args, epochs, lr, phase, generator, history):
         after_step=model.apply_masks)
 
 
-def round_rates(rates, rounds):
+def round_rates(rates, rounds, spans=None):
     """Per-layer percent kept after each of `rounds` pruning rounds: each round keeps the
-    same fraction of what the previous one kept, the last one exactly `rates`."""
-    return [{name: 100 * (rate / 100) ** (r / rounds) for name, rate in rates.items()}
+    same fraction of what the previous one kept, the last one exactly `rates`.
+
+    spans (layer -> 0..1, default 1) lets a layer reach its rate sooner: after that share
+    of the rounds, and then stay there (insensitive layers first, so that every round's
+    model is as small as its accuracy allows)."""
+    spans = spans or {}
+    return [{name: 100 * (rate / 100) ** min(1.0, r / (rounds * spans.get(name, 1.0)))
+             for name, rate in rates.items()}
             for r in range(1, rounds + 1)]
+
+
+def parse_spans(text):
+    """--round-spans JSON -> {layer: share of the rounds}, checked."""
+    if text is None:
+        return None
+    try:
+        spans = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f'--round-spans is not valid JSON ({err.msg}): {text}') from None
+    names = [name for name, _ in AlexNet().prunable_layers()]
+    if not isinstance(spans, dict) or set(spans) - set(names):
+        raise ValueError(f'--round-spans must map layer names {names} to shares of the rounds')
+    for name, span in spans.items():
+        if isinstance(span, bool) or not isinstance(span, (int, float)) or not 0 < span <= 1:
+            raise ValueError(f'--round-spans: {name} is {span!r}; it must be above 0 and at most 1')
+    return spans
 
 
 def prune_round(model, args, rates):
@@ -192,6 +218,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         rates = parse_rates(args.rates) if args.prune == 'percentile' else None
+        parse_spans(args.round_spans)  # refuse a bad value now, not after the training
         run(args, rates)
     except (ValueError, CheckpointError, util.DataError) as err:
         util.fail(err)
@@ -240,7 +267,7 @@ def run(args, rates):
     util.print_nonzeros(model)
 
     if args.prune == 'percentile':
-        schedule = round_rates(rates, args.prune_rounds)
+        schedule = round_rates(rates, args.prune_rounds, parse_spans(args.round_spans))
     else:
         schedule = [None]  # one cut by std
     results['rounds'] = []

@@ -27,6 +27,21 @@ def test_round_rates_shrink_geometrically_to_the_target():
                                                           for k in range(1, 5)])
 
 
+def test_round_spans_reach_the_rate_sooner_and_stay():
+    rounds = pruning.round_rates({'fc2': 1, 'conv1': 64}, 4, {'fc2': 0.5})
+    assert [r['fc2'] for r in rounds] == pytest.approx([10, 1, 1, 1])
+    assert [r['conv1'] for r in rounds] == pytest.approx(
+        [r['conv1'] for r in pruning.round_rates({'conv1': 64}, 4)])
+
+
+@pytest.mark.parametrize('text, message', [
+    ('{"fc9": 0.5}', 'must map layer names'), ('{"fc2": 0}', 'above 0 and at most 1'),
+    ('[1]', 'must map layer names'), ('{"fc2": 0.5', 'not valid JSON')])
+def test_bad_round_spans_are_refused(text, message):
+    with pytest.raises(ValueError, match=message):
+        pruning.parse_spans(text)
+
+
 def test_iterated_percentile_cuts_end_at_the_target_share(tiny):
     for rates in pruning.round_rates({'conv1': 50, 'fc1': 10, 'fc2': 30}, 3):
         tiny.prune_by_percentile(rates)
