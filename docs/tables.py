@@ -66,6 +66,8 @@ def rounds(pruning):
              '| after retraining |', '|---|---|---|---|---|']
     for number, r in enumerate(pruning['rounds'], 1):
         ratio = f"{r['ratio_after_pruning']:.1f}x" if 'ratio_after_pruning' in r else ''
+        if 'back_to_round' in r:  # --min-accuracy restored that round and retrained it
+            number = f"back to {r['back_to_round']}"
         lines.append(f"| {number} | {r['alive']:,} | {ratio} | {r['accuracy_after_pruning']:.2f}% | "
                      f"{r['accuracy_after_retraining']:.2f}% |")
     return lines
