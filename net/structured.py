@@ -1,0 +1,108 @@
+"""Structured pruning: remove whole kernels, input channels, filters, fc rows or columns.
+
+Granularities (the MASE pruning pass's), per kind of layer:
+    conv (O, I, kH, kW): element, kernel (one (kH, kW) kernel), channel (input channel:
+        every filter's slice of it), filter (output channel)
+    fc (O, I): element, row (an output unit's incoming weights), column (an input's
+        outgoing weights)
+A structure's score is the mean |w| (l1) or the root mean square (l2) of its weights:
+within a layer that orders structures as their L1 / L2 norms do, and across layers
+(global scope) it does not favour layers whose structures are larger. The masks live in
+the same ``weight_mask`` buffers as element pruning, so retraining keeps whole
+structures at zero.
+"""
+import torch
+from torch import nn
+
+from .prune import layer_mask, set_mask, validate_rates
+
+CONV_GRANULARITIES = ('element', 'kernel', 'channel', 'filter')
+FC_GRANULARITIES = ('element', 'row', 'column')
+NORMS = ('l1', 'l2')
+SCOPES = ('local', 'global')
+
+# The weight dimensions each granularity reduces over (the others index the structures).
+_REDUCED = {
+    ('conv', 'element'): (), ('conv', 'kernel'): (2, 3), ('conv', 'channel'): (0, 2, 3),
+    ('conv', 'filter'): (1, 2, 3),
+    ('fc', 'element'): (), ('fc', 'row'): (1,), ('fc', 'column'): (0,),
+}
+
+
+def _kind(module):
+    return 'conv' if isinstance(module, nn.Conv2d) else 'fc'
+
+
+def structure_scores(weight, kind, granularity, norm='l1'):
+    """Score of every structure of weight, shaped so that it broadcasts over weight."""
+    if (kind, granularity) not in _REDUCED:
+        valid = CONV_GRANULARITIES if kind == 'conv' else FC_GRANULARITIES
+        raise ValueError(f'unknown {kind} granularity {granularity!r}; use one of {valid}')
+    if norm not in NORMS:
+        raise ValueError(f'unknown norm {norm!r}; use one of {NORMS}')
+    dims = _REDUCED[(kind, granularity)]
+    magnitude = weight.abs() if norm == 'l1' else weight.square()
+    score = magnitude.mean(dim=dims, keepdim=True) if dims else magnitude
+    return score if norm == 'l1' else score.sqrt()
+
+
+def prune_structured(model, q, conv='filter', fc='row', norm='l1', scope='local'):
+    """Zero and mask whole structures of every conv and fc layer.
+
+    q: percent of weights kept, a number or a dict layer -> percent (local scope: per
+    layer, the highest-scoring structures up to q[layer] percent of its structures;
+    global scope: one number, the highest-scoring structures of all layers together
+    until q percent of all weights are kept). Structures pruned before score 0.
+    Returns {layer name: percent of its weights kept}.
+    """
+    if scope not in SCOPES:
+        raise ValueError(f'unknown scope {scope!r}; use one of {SCOPES}')
+    layers = model.prunable_layers()
+    granularity = {'conv': conv, 'fc': fc}
+    scores = {name: structure_scores(m.weight.data * layer_mask(m), _kind(m), granularity[_kind(m)], norm)
+              for name, m in layers}
+    if scope == 'local':
+        rates = validate_rates(model, q)
+        keep = {name: _top_share(scores[name], rates[name] / 100) for name in rates}
+    else:
+        if not isinstance(q, (int, float)) or isinstance(q, bool) or not 0 <= q <= 100:
+            raise ValueError(f'global pruning takes one percent of all weights kept, got {q!r}')
+        keep = _global_keep(layers, scores, q / 100)
+    kept = {}
+    for name, module in layers:
+        if name not in keep:
+            continue
+        mask = keep[name].expand_as(module.weight) & layer_mask(module).bool()
+        module.weight.data.masked_fill_(~mask, 0.0)
+        set_mask(module, mask.to(module.weight.dtype))
+        kept[name] = 100 * float(mask.float().mean())
+    return kept
+
+
+def _top_share(score, share):
+    """Boolean mask (score's shape) of the round(share * n) highest of n structures."""
+    flat = score.flatten()
+    count = round(share * len(flat))
+    keep = torch.zeros(len(flat), dtype=torch.bool)
+    keep[torch.argsort(flat, descending=True, stable=True)[:count]] = True
+    return keep.view_as(score) & (score > 0)
+
+
+def _global_keep(layers, scores, share):
+    """Per layer, the structures kept when all layers' structures are ranked together
+    and taken best first until `share` of all weights are kept."""
+    sizes = [m.weight.numel() // scores[name].numel() for name, m in layers]
+    flat = torch.cat([scores[name].flatten() for name, _ in layers])
+    size = torch.cat([torch.full((scores[name].numel(),), s) for (name, _), s in zip(layers, sizes, strict=True)])
+    order = torch.argsort(flat, descending=True, stable=True)
+    total = sum(m.weight.numel() for _, m in layers)
+    taken = torch.cumsum(size[order], 0) <= round(share * total)
+    keep = torch.zeros(len(flat), dtype=torch.bool)
+    keep[order[taken]] = True
+    keep &= flat > 0
+    out, start = {}, 0
+    for name, _ in layers:
+        n = scores[name].numel()
+        out[name] = keep[start:start + n].view_as(scores[name])
+        start += n
+    return out
