@@ -91,9 +91,10 @@ def _top_share(score, share):
 def _global_keep(layers, scores, share):
     """Per layer, the structures kept when all layers' structures are ranked together
     and taken best first until `share` of all weights are kept."""
-    sizes = [m.weight.numel() // scores[name].numel() for name, m in layers]
     flat = torch.cat([scores[name].flatten() for name, _ in layers])
-    size = torch.cat([torch.full((scores[name].numel(),), s) for (name, _), s in zip(layers, sizes, strict=True)])
+    # the number of weights in each structure
+    size = torch.cat([torch.full((scores[name].numel(),), m.weight.numel() // scores[name].numel())
+                      for name, m in layers])
     order = torch.argsort(flat, descending=True, stable=True)
     total = sum(m.weight.numel() for _, m in layers)
     taken = torch.cumsum(size[order], 0) <= round(share * total)
