@@ -20,6 +20,7 @@ from net.huffmancoding import huffman_encode_model, minimum_compressed_bytes
 from net.models import AlexNet
 from net.prune import DEFAULT_PRUNE_RATE, validate_rates
 from net.quantization import apply_weight_sharing
+from net.report import format_report, pruning_report
 from training import fit, make_optimizer
 
 # Defaults: a full run of the three scripts fits in about an hour on a 2-core CPU.
@@ -313,7 +314,10 @@ def run(args, rates):
     alive = util.print_nonzeros(model)
     util.log(f'alive_percent_after_retraining {alive:.4f}', args.log)
 
-    results |= {'layers': layer_report(model), 'history': history,
+    print('--- What pruning saves (one 32x32 input) ---')
+    report = pruning_report(model)
+    print(format_report(report))
+    results |= {'layers': layer_report(model), 'report': report, 'history': history,
                 'wall_seconds': time.time() - started}
     util.write_json(util.results_path(args.log, 'pruning'), results)
     print(f'wrote {args.load_model_path} and {args.save_model_path} '

@@ -89,6 +89,9 @@ def test_three_scripts_end_to_end_on_real_images(tmp_path):
     assert 'Accuracy:' in result.stdout and '--- After retraining ---' in result.stdout
     pruning = json.loads((tmp_path / 'log.pruning.json').read_text())
     assert abs(pruning['layers']['fc2.weight']['nonzero'] - 0.09 * 4096 * 4096) <= 2
+    total = pruning['report'][-1]
+    assert total['layer'] == 'total' and total['macs_sparse'] < total['macs_dense']
+    assert '--- What pruning saves (one 32x32 input) ---' in result.stdout
 
     # Prune the same initial model again, by std this time, without retraining it.
     again = run('pruning.py', *data, '--from-initial', '--prune', 'std', '--sensitivity', '1',
