@@ -21,6 +21,7 @@ from net.models import AlexNet
 from net.prune import DEFAULT_PRUNE_RATE, validate_rates
 from net.quantization import apply_weight_sharing
 from net.report import format_report, pruning_report
+from net.structured import CONV_GRANULARITIES, FC_GRANULARITIES, NORMS, SCOPES, prune_structured
 from training import fit, make_optimizer
 
 # Defaults: a full run of the three scripts fits in about an hour on a 2-core CPU.
@@ -59,6 +60,17 @@ def parse_args(argv=None):
     p.add_argument('--prune', choices=['percentile', 'std'], default='percentile',
                    help='percentile: keep --rates percent per layer; std: threshold std*sensitivity')
     p.add_argument('--sensitivity', type=float, default=2, help='s of prune_by_std')
+    p.add_argument('--granularity', choices=CONV_GRANULARITIES, default='element',
+                   help='what percentile pruning removes from conv layers: single weights, '
+                        'whole kernels, input channels or filters')
+    p.add_argument('--fc-granularity', choices=FC_GRANULARITIES, default='element',
+                   help='what percentile pruning removes from fc layers: weights, rows or columns')
+    p.add_argument('--norm', choices=NORMS, default='l1', help='score of a structure')
+    p.add_argument('--scope', choices=SCOPES, default='local',
+                   help='local: --rates per layer; global: one threshold across layers, '
+                        'keeping --global-rate percent of all weights')
+    p.add_argument('--global-rate', type=float, default=None, metavar='P',
+                   help='with --scope global: percent of all weights kept')
     p.add_argument('--rates', type=str, default=None, metavar='JSON',
                    help='percent KEPT per layer, e.g. \'{"fc1": 5, "fc2": 3}\' (others keep '
                         'the paper\'s defaults)')
@@ -100,6 +112,10 @@ def parse_args(argv=None):
         util.fail(f'--target-ratio must be above 1, got {args.target_ratio}')
     if args.prune_rounds < 1:
         util.fail(f'--prune-rounds must be at least 1, got {args.prune_rounds}')
+    if (args.scope == 'global') != (args.global_rate is not None):
+        util.fail('--scope global and --global-rate P go together (P: percent of all weights kept)')
+    if args.global_rate is not None and not 0 <= args.global_rate <= 100:
+        util.fail(f'--global-rate must be a percent from 0 to 100, got {args.global_rate}')
     if args.lr is None:
         args.lr = LR[args.optimizer]
     if args.re_lr is None:
@@ -169,11 +185,22 @@ def parse_spans(text):
     return spans
 
 
+def structured(args):
+    """Whether the cut goes through net.structured: anything but the homework's
+    per-layer percentile of single weights by magnitude."""
+    homework = (args.granularity == args.fc_granularity == 'element' and args.norm == 'l1'
+                and args.scope == 'local')
+    return not homework
+
+
 def prune_round(model, args, rates):
     """Prune (by rates, or by std when rates is None), optionally fold constant units and
     drop dead units; test."""
     if rates is None:
         model.prune_by_std(args.sensitivity)
+    elif structured(args):
+        prune_structured(model, rates, conv=args.granularity, fc=args.fc_granularity,
+                         norm=args.norm, scope=args.scope)
     else:
         model.prune_by_percentile(rates)
     record = {'rates': rates}
@@ -267,7 +294,9 @@ def run(args, rates):
     print('--- Before pruning ---')
     util.print_nonzeros(model)
 
-    if args.prune == 'percentile':
+    if args.scope == 'global':  # one percent of all weights, on the same geometric schedule
+        schedule = [r['all'] for r in round_rates({'all': args.global_rate}, args.prune_rounds)]
+    elif args.prune == 'percentile':
         schedule = round_rates(rates, args.prune_rounds, parse_spans(args.round_spans))
     else:
         schedule = [None]  # one cut by std

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+import pruning
 from net.structured import prune_structured, structure_scores
 
 
@@ -104,3 +105,23 @@ def test_bad_options_are_refused(tiny, kwargs, message):
 def test_global_scope_takes_one_number(tiny):
     with pytest.raises(ValueError, match='global pruning takes one percent'):
         prune_structured(tiny, {'fc1': 5}, scope='global')
+
+
+def test_pruning_script_cuts_whole_filters_and_rows(tiny, monkeypatch):
+    monkeypatch.setattr(pruning.util, 'test', lambda *a, **k: 0.0)
+    args = pruning.parse_args(['--granularity', 'filter', '--fc-granularity', 'row'])
+    pruning.prune_round(tiny, args, {'conv1': 50, 'fc1': 25, 'fc2': 100})
+    assert tiny.conv1.weight_mask.sum((1, 2, 3)).tolist().count(0) == 2
+    assert (tiny.fc1.weight_mask.sum(1) == 0).sum() == 12
+
+
+def test_pruning_script_global_scope(tiny, monkeypatch, capsys):
+    monkeypatch.setattr(pruning.util, 'test', lambda *a, **k: 0.0)
+    args = pruning.parse_args(['--scope', 'global', '--global-rate', '10', '--norm', 'l2'])
+    pruning.prune_round(tiny, args, 10)
+    kept = sum(int(m.weight_mask.sum()) for _, m in tiny.prunable_layers())
+    total = sum(m.weight.numel() for _, m in tiny.prunable_layers())
+    assert kept == round(0.1 * total)  # element granularity: exactly 10% of all weights
+    with pytest.raises(SystemExit):
+        pruning.parse_args(['--scope', 'global'])
+    assert 'go together' in capsys.readouterr().err
