@@ -176,7 +176,7 @@ def parse_spans(text):
         spans = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f'--round-spans is not valid JSON ({err.msg}): {text}') from None
-    names = [name for name, _ in AlexNet().prunable_layers()]
+    names = list(DEFAULT_PRUNE_RATE)  # AlexNet's prunable layers
     if not isinstance(spans, dict) or set(spans) - set(names):
         raise ValueError(f'--round-spans must map layer names {names} to shares of the rounds')
     for name, span in spans.items():
@@ -328,12 +328,13 @@ def run(args, rates):
         util.log(f'round {number} {json.dumps(record)}', args.log)
         if last:
             break
-        if args.min_accuracy is not None and record['accuracy_after_retraining'] < args.min_accuracy:
-            if kept is not None:
-                results['rounds'].append(back_to(model, kept, number - 1, args, data, generator, history))
-                break
-        else:
-            kept = (copy.deepcopy(model.state_dict()), record)
+        if args.min_accuracy is None:
+            continue
+        if record['accuracy_after_retraining'] >= args.min_accuracy:
+            kept = (copy.deepcopy(model.state_dict()), record)  # only kept when it may come back
+        elif kept is not None:
+            results['rounds'].append(back_to(model, kept, number - 1, args, data, generator, history))
+            break
     save_model(model, args.save_model_path)
     results['accuracy_after_pruning'] = results['rounds'][-1]['accuracy_after_pruning']
     results['accuracy_after_retraining'] = results['rounds'][-1]['accuracy_after_retraining']
