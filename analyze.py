@@ -71,10 +71,10 @@ def main(argv=None):
         util.fail(err)
 
 
-def evaluator(args):
-    """evaluate(model) -> test accuracy %, on the (cached) test split."""
+def evaluator(args, model):
+    """evaluate(copy of model) -> test accuracy %, on model's (cached) test split."""
     device = util.device_for(not args.no_cuda)
-    images, labels = (t.to(device) for t in util.cached_split(False, args.data_dir, args.subset))
+    images, labels = util.model_split(model, False, args.data_dir, args.subset, device)
 
     def evaluate(model):
         return util.evaluate(model.to(device), images, labels)[1]
@@ -83,7 +83,7 @@ def evaluator(args):
 
 def run_sensitivity(args):
     model = load_model(args.load_model_path, made_by='pruning.py')
-    rows = prune_sensitivity(model, evaluator(args), args.kept)
+    rows = prune_sensitivity(model, evaluator(args, model), args.kept)
     write_csv(args.out, rows)
     plot_curves(args.out, rows, 'kept_percent', 'weights kept (%)', log_x=True,
                 title='Pruning sensitivity (each layer alone, no retraining)')
@@ -91,7 +91,7 @@ def run_sensitivity(args):
 
 def run_bits(args):
     model = load_model(args.load_model_path, made_by='pruning.py')
-    rows = bits_sensitivity(model, evaluator(args), args.bits)
+    rows = bits_sensitivity(model, evaluator(args, model), args.bits)
     write_csv(args.out, rows)
     plot_curves(args.out, rows, 'bits', 'bits per weight', log_x=False,
                 title='Weight-sharing sensitivity (each layer alone)')

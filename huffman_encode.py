@@ -16,18 +16,17 @@ import util
 from net.checkpoint import CheckpointError, load_model
 from net.container import ContainerError, load_compressed, save_compressed, strip_dead_units
 from net.huffmancoding import HuffmanFormatError, huffman_decode_model, huffman_encode_model
-from net.models import AlexNet
+from net.models import build_model, check_model
 from net.quantization import check_bits
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description='Huffman-encode a weight-shared AlexNet')
+    p = argparse.ArgumentParser(description='Huffman-encode a weight-shared model')
     p.add_argument('--load-model-path', type=str, default='saves/model_after_weight_sharing.ptmodel')
     p.add_argument('--out', type=str, default='encodings/', help='directory of the encodings')
     p.add_argument('--no-cuda', action='store_true', default=False, help='disables CUDA')
     p.add_argument('--log', type=str, default='log.txt', help='log file name')
-    p.add_argument('--data-dir', type=str, default=None, metavar='DIR',
-                   help='ImageFolder copy of CIFAR-10 (DIR/train, DIR/test) instead of the download')
+    util.add_data_arguments(p, from_checkpoint=True)
     p.add_argument('--subset', type=int, default=None, metavar='N', help='test on N images only')
     p.add_argument('--pack', type=str, default=None, metavar='PATH',
                    help='also write the model as one compressed .dcz file and test it loaded back')
@@ -73,7 +72,8 @@ def run(args):
         check_bits(args.pack_bias_bits)
     if args.unpack:
         return unpack(args, config, use_cuda)
-    model = load_model(args.load_model_path, 'cpu', made_by='weight_share.py')
+    model = load_model(args.load_model_path, 'cpu', made_by='weight_share.py', arch=args.model,
+                       dataset=args.dataset)
 
     print('--- Accuracy before encoding ---')
     before = util.test(model, use_cuda)
@@ -84,7 +84,7 @@ def run(args):
     ratio = total['original'] / total['compressed']
     util.log(f"compression {total['original']} -> {total['compressed']} bytes, {ratio:.2f}x", args.log)
 
-    decoded = AlexNet()
+    decoded = build_model(model.arch, model.dataset)
     t0 = time.time()
     huffman_decode_model(decoded, args.out)
     decode_seconds = time.time() - t0
@@ -144,12 +144,13 @@ def description_path(pack_path):
 
 def describe_pack(report, args, homework):
     """What a shipped .dcz file is, how well it does, and the command that made it."""
-    data = (f'the test split of the ImageFolder copy at {args.data_dir}' if args.data_dir
-            else 'the official CIFAR-10 test split (torchvision)')
+    data = (f'the test split of the copy at {args.data_dir}' if args.data_dir
+            else f'the official {report["dataset"]} test split (torchvision)')
     if args.subset:
         data += f', first {args.subset} images of a fixed random subset'
     return {
-        'file': os.path.basename(args.pack), 'bytes': report['bytes'], 'ratio': report['ratio'],
+        'file': os.path.basename(args.pack), 'model': report['architecture'],
+        'dataset': report['dataset'], 'bytes': report['bytes'], 'ratio': report['ratio'],
         'accuracy': report['accuracy'], 'measured_on': data,
         'lossy_extras': {'float16': args.pack_float16, 'bias_bits': args.pack_bias_bits},
         'homework_format_bytes': homework['compressed'],
@@ -157,14 +158,16 @@ def describe_pack(report, args, homework):
         'dense_float32_bytes': report['dense_bytes'],
         'layers': {r['layer']: {k: v for k, v in r.items() if k != 'layer'} for r in report['layers']},
         'command': args.command,
-        'note': 'Accuracy measured on the data named above; a JPEG copy of CIFAR-10 differs '
-                'slightly from the official test set, so accuracy there may differ.'}
+        'note': 'Accuracy measured on the data named above; a re-encoded copy (such as the '
+                'JPEG copy of CIFAR-10) differs slightly from the official test set, so accuracy '
+                'there may differ.'}
 
 
 def unpack(args, config, use_cuda):
     t0 = time.time()
     model = load_compressed(args.unpack)
     seconds = time.time() - t0
+    check_model(model, args.unpack, args.model, args.dataset)
     print(f'--- Accuracy of {args.unpack} ---')
     accuracy = util.test(model, use_cuda)
     print(f'{args.unpack}: accuracy {accuracy:.2f}% (loaded in {seconds:.2f} s)')

@@ -1,4 +1,5 @@
-"""Initial training, pruning, and masked retraining of AlexNet on CIFAR-10.
+"""Initial training, pruning, and masked retraining of AlexNet on CIFAR-10 (or, with
+--model / --dataset, another network and dataset).
 
 Writes saves/initial_model.ptmodel (the --load-model-path) and
 saves/model_after_retraining.ptmodel (the --save-model-path).
@@ -17,8 +18,8 @@ import torch
 import util
 from net.checkpoint import CheckpointError, load_model, save_model
 from net.huffmancoding import huffman_encode_model, minimum_compressed_bytes
-from net.models import AlexNet
-from net.prune import DEFAULT_PRUNE_RATE, validate_rates
+from net.models import DATASETS, build_model
+from net.prune import validate_rates
 from net.quantization import apply_weight_sharing
 from net.report import format_report, pruning_report
 from net.structured import CONV_GRANULARITIES, FC_GRANULARITIES, NORMS, SCOPES, prune_structured
@@ -37,7 +38,8 @@ WEIGHT_DECAY = {'adam': 1e-4, 'sgd': 5e-4}  # Adam's is the starter's
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description='Train, prune and retrain AlexNet on CIFAR-10')
+    p = argparse.ArgumentParser(description='Train, prune and retrain AlexNet on CIFAR-10 '
+                                            '(or --model on --dataset)')
     p.add_argument('--batch-size', type=int, default=BATCH_SIZE, metavar='N')
     p.add_argument('--test-batch-size', type=int, default=1000, metavar='N')
     p.add_argument('--epochs', type=int, default=EPOCHS, metavar='N', help='initial training epochs')
@@ -73,7 +75,7 @@ def parse_args(argv=None):
                    help='with --scope global: percent of all weights kept')
     p.add_argument('--rates', type=str, default=None, metavar='JSON',
                    help='percent KEPT per layer, e.g. \'{"fc1": 5, "fc2": 3}\' (others keep '
-                        'the paper\'s defaults)')
+                        'the paper\'s defaults for the model)')
     p.add_argument('--load-model-path', type=str, default='saves/initial_model.ptmodel',
                    help='the initial model: written after initial training, read with --from-initial')
     p.add_argument('--save-model-path', type=str, default='saves/model_after_retraining.ptmodel')
@@ -102,8 +104,7 @@ def parse_args(argv=None):
     p.add_argument('--fold-constant-units', action='store_true',
                    help='after each cut, fold units left without incoming weights (constant '
                         'outputs) into the next fc layer\'s bias and drop their outgoing weights')
-    p.add_argument('--data-dir', type=str, default=None, metavar='DIR',
-                   help='ImageFolder copy of CIFAR-10 (DIR/train, DIR/test) instead of the download')
+    util.add_data_arguments(p, from_checkpoint=False)
     p.add_argument('--subset', type=int, default=None, metavar='N',
                    help='use only N train and N test images (smoke runs)')
     util.add_config_argument(p)
@@ -125,9 +126,10 @@ def parse_args(argv=None):
     return args
 
 
-def parse_rates(text):
-    """--rates JSON -> the full per-layer dict (paper defaults for unnamed layers)."""
-    rates = dict(DEFAULT_PRUNE_RATE)
+def parse_rates(text, model):
+    """--rates JSON -> the full per-layer dict of model (the paper's rates for unnamed
+    layers)."""
+    rates = dict(model.default_rates)
     if text is not None:
         try:
             given = json.loads(text)
@@ -136,7 +138,7 @@ def parse_rates(text):
         if not isinstance(given, dict):
             raise ValueError(f'--rates must be a JSON object of layer -> percent kept, got {text}')
         rates.update(given)
-    return validate_rates(AlexNet(), rates)
+    return validate_rates(model, rates)
 
 
 def train(model, data, args, epochs, lr, phase, generator, history):
@@ -168,15 +170,15 @@ def round_rates(rates, rounds, spans=None):
             for r in range(1, rounds + 1)]
 
 
-def parse_spans(text):
-    """--round-spans JSON -> {layer: share of the rounds}, checked."""
+def parse_spans(text, model):
+    """--round-spans JSON -> {layer: share of the rounds of model's layers}, checked."""
     if text is None:
         return None
     try:
         spans = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f'--round-spans is not valid JSON ({err.msg}): {text}') from None
-    names = list(DEFAULT_PRUNE_RATE)  # AlexNet's prunable layers
+    names = [name for name, _ in model.prunable_layers()]
     if not isinstance(spans, dict) or set(spans) - set(names):
         raise ValueError(f'--round-spans must map layer names {names} to shares of the rounds')
     for name, span in spans.items():
@@ -245,9 +247,11 @@ def layer_report(model):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        rates = parse_rates(args.rates) if args.prune == 'percentile' else None
-        parse_spans(args.round_spans)  # refuse a bad value now, not after the training
-        run(args, rates)
+        with torch.device('meta'):  # layer names only
+            layers = build_model(args.model, args.dataset)
+        rates = parse_rates(args.rates, layers) if args.prune == 'percentile' else None
+        spans = parse_spans(args.round_spans, layers)  # refused now, not after the training
+        run(args, rates, spans)
     except (ValueError, CheckpointError, util.DataError) as err:
         util.fail(err)
 
@@ -266,7 +270,7 @@ def back_to(model, kept, number, args, data, generator, history):
     return record
 
 
-def run(args, rates):
+def run(args, rates, spans=None):
     started = time.time()
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
@@ -277,12 +281,12 @@ def run(args, rates):
     util.log(f'pruning.py config {json.dumps(config)}', args.log)
 
     if args.from_initial:
-        model = load_model(args.load_model_path, device, made_by='pruning.py')
+        model = load_model(args.load_model_path, device, made_by='pruning.py',
+                           arch=args.model, dataset=args.dataset)
     else:
-        model = AlexNet().to(device)
-    train_x, train_y = (t.to(device) for t in util.load_split(True, args.data_dir, args.subset))
-    test_x, test_y = (t.to(device) for t in util.cached_split(False, args.data_dir, args.subset))
-    data = (train_x, train_y, test_x, test_y)
+        model = build_model(args.model, args.dataset).to(device)
+    data = (*util.model_split(model, True, args.data_dir, args.subset, device),
+            *util.model_split(model, False, args.data_dir, args.subset, device))
     history, results = [], {'config': config}
 
     if not args.from_initial:
@@ -297,7 +301,7 @@ def run(args, rates):
     if args.scope == 'global':  # one percent of all weights, on the same geometric schedule
         schedule = [r['all'] for r in round_rates({'all': args.global_rate}, args.prune_rounds)]
     elif args.prune == 'percentile':
-        schedule = round_rates(rates, args.prune_rounds, parse_spans(args.round_spans))
+        schedule = round_rates(rates, args.prune_rounds, spans)
     else:
         schedule = [None]  # one cut by std
     results['rounds'] = []
@@ -344,8 +348,9 @@ def run(args, rates):
     alive = util.print_nonzeros(model)
     util.log(f'alive_percent_after_retraining {alive:.4f}', args.log)
 
-    print('--- What pruning saves (one 32x32 input) ---')
-    report = pruning_report(model)
+    size = model.input_size
+    print(f'--- What pruning saves (one {size}x{size} input) ---')
+    report = pruning_report(model, (DATASETS[model.dataset].channels, size, size))
     print(format_report(report))
     results |= {'layers': layer_report(model), 'report': report, 'history': history,
                 'wall_seconds': time.time() - started}

@@ -35,14 +35,16 @@ def make_optimizer(params, name, lr, weight_decay, schedule, total_steps):
 
 def fit(model, data, epochs, optimizer, scheduler, *, phase, generator, history, batch_size,
         after_backward, after_step, test_batch_size=1000, log_interval=10):
-    """Train model for `epochs` on data = (train_x, train_y, test_x, test_y)."""
+    """Train model for `epochs` on data = (train_x, train_y, test_x, test_y); the training
+    images are augmented when the model's dataset calls for it (util.AUGMENTED)."""
     train_x, train_y, test_x, test_y = data
     steps = -(-len(train_y) // batch_size)
     for epoch in range(1, epochs + 1):
         model.train()
         seen = correct = 0
         total_loss = 0.0
-        bar = tqdm(util.batches(train_x, train_y, batch_size, generator, train=True),
+        bar = tqdm(util.batches(train_x, train_y, batch_size, generator, train=True,
+                                 augment_images=util.AUGMENTED[model.dataset]),
                    total=steps, desc=f'{phase} {epoch}/{epochs}', leave=False, mininterval=1)
         for i, (x, y) in enumerate(bar):
             optimizer.zero_grad()

@@ -5,6 +5,7 @@ training device; augmentation (random crop with padding, horizontal flip) and
 normalisation are batched tensor ops, so no per-image Python runs in the training loop.
 """
 import functools
+import gzip
 import json
 import os
 import sys
@@ -12,6 +13,8 @@ import sys
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from net.models import DATASETS, MODELS
 
 # The starter's input normalisation: MNIST's constants on all three channels. Graders
 # score submitted models through exactly this, so training uses it too.
@@ -81,6 +84,20 @@ def add_config_argument(parser):
                              'the defaults; flags given on the command line still win')
 
 
+def add_data_arguments(parser, from_checkpoint):
+    """--model, --dataset and --data-dir. from_checkpoint: the model and dataset default to
+    what the loaded checkpoint records (given, they must match it)."""
+    default = 'default: the checkpoint\'s; given, it must match' if from_checkpoint else None
+    parser.add_argument('--model', choices=sorted(MODELS), default=None if from_checkpoint
+                        else 'alexnet', help=default or 'the network (default alexnet)')
+    parser.add_argument('--dataset', choices=sorted(DATASETS), default=None if from_checkpoint
+                        else 'cifar10', help=default or 'the data (default cifar10)')
+    parser.add_argument('--data-dir', type=str, default=None, metavar='DIR',
+                        help='an offline copy instead of the torchvision download: an ImageFolder '
+                             'tree (DIR/train, DIR/test), or for MNIST-style data the four '
+                             '*-ubyte.gz files')
+
+
 def parse_with_config(parser, argv, section):
     """Parse argv; with --config FILE, FILE's `section` first replaces the defaults."""
     args = parser.parse_args(argv)
@@ -138,21 +155,42 @@ def device_for(use_cuda):
 
 
 # ---------------------------------------------------------------- data
-def load_split(train, data_dir=None, subset=None):
-    """(images uint8 [N, 3, 32, 32], labels int64 [N]) of one CIFAR-10 split, on the CPU.
+# Random crop + flip suit photos; the digit and clothing datasets train without them,
+# as in the paper's LeNet runs.
+AUGMENTED = {'cifar10': True, 'cifar100': True, 'mnist': False, 'fashion-mnist': False}
+TORCHVISION = {'cifar10': 'CIFAR10', 'cifar100': 'CIFAR100', 'mnist': 'MNIST',
+               'fashion-mnist': 'FashionMNIST'}
+IDX_FILES = {True: ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
+             False: ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')}
 
-    data_dir None: torchvision's CIFAR-10, downloaded into data/. Otherwise an
-    ImageFolder tree with train/<class>/* and test/<class>/*. ``subset`` N keeps N
-    images chosen by a fixed seed (all classes represented, same every run).
+
+def load_split(train, data_dir=None, subset=None, dataset='cifar10', size=None):
+    """(images uint8 [N, C, H, W], labels int64 [N]) of one split of `dataset`, on the CPU.
+
+    data_dir None: torchvision's copy, downloaded into data/. Otherwise an ImageFolder
+    tree with train/<class>/* and test/<class>/*, or (MNIST-style datasets) a folder of
+    the four official *-ubyte.gz files. ``subset`` N keeps N images chosen by a fixed
+    seed (all classes represented, same every run). ``size`` zero-pads the images to
+    size x size (for models that take larger inputs).
     """
+    channels, side, _ = DATASETS[dataset]
     if data_dir is None:
-        images, labels = _torchvision_cifar10(train)
+        images, labels = _torchvision(dataset, train)
         keep = _subset_indices(len(labels), subset)
         images, labels = images[keep], labels[keep]
+    elif _idx_path(data_dir, IDX_FILES[train][0]):
+        if channels != 1:
+            raise DataError(f'{data_dir} holds MNIST-style *-ubyte files, not {dataset}: '
+                            'pass --dataset mnist or --dataset fashion-mnist')
+        images, labels = _idx_pair(data_dir, train, side, subset)
     else:
-        images, labels = _image_folder(os.path.join(data_dir, 'train' if train else 'test'), subset)
-    return (torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))),
-            torch.from_numpy(np.asarray(labels, dtype=np.int64)))
+        images, labels = _image_folder(os.path.join(data_dir, 'train' if train else 'test'),
+                                       subset, channels, side, dataset)
+    images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    if size is not None and size > side:
+        before = (size - side) // 2
+        images = F.pad(images, (before, size - side - before) * 2)
+    return images, torch.from_numpy(np.asarray(labels, dtype=np.int64))
 
 
 def _subset_indices(n, subset):
@@ -164,39 +202,95 @@ def _subset_indices(n, subset):
     return np.sort(rng.permutation(n)[:subset])
 
 
-def _torchvision_cifar10(train):
+def _torchvision(dataset, train):
+    """(images [N, H, W, C] uint8, labels) of torchvision's copy, downloaded into data/."""
     from torchvision import datasets
     try:
-        dataset = datasets.CIFAR10('data', train=train, download=True)
+        loaded = getattr(datasets, TORCHVISION[dataset])('data', train=train, download=True)
     except Exception as err:  # no network, bad archive: say how to work offline
-        raise DataError(f'could not download CIFAR-10 into data/ ({type(err).__name__}: {err}); '
+        raise DataError(f'could not download {dataset} into data/ ({type(err).__name__}: {err}); '
                         'without internet pass --data-dir DIR with an ImageFolder copy '
-                        '(DIR/train/<class>/*, DIR/test/<class>/*)') from None
-    return dataset.data, dataset.targets
+                        '(DIR/train/<class>/*, DIR/test/<class>/*) or, for MNIST-style data, '
+                        'the four *-ubyte.gz files') from None
+    images = np.asarray(loaded.data, dtype=np.uint8)
+    return (images[..., None] if images.ndim == 3 else images), np.asarray(loaded.targets)
 
 
-def _image_folder(root, subset):
+def _idx_path(data_dir, stem):
+    """The path of an IDX file (gzipped or not) in data_dir, or None."""
+    for name in (f'{stem}.gz', stem):
+        if os.path.isfile(os.path.join(data_dir, name)):
+            return os.path.join(data_dir, name)
+    return None
+
+
+def _idx_pair(data_dir, train, side, subset):
+    image_stem, label_stem = IDX_FILES[train]
+    label_path = _idx_path(data_dir, label_stem)
+    if label_path is None:
+        raise DataError(f'{data_dir} has {image_stem} but no {label_stem}(.gz): it needs the four '
+                        'files train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, '
+                        't10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz')
+    images = read_idx(_idx_path(data_dir, image_stem))
+    labels = read_idx(label_path)
+    if images.ndim != 3 or images.shape[1:] != (side, side) or labels.shape != images.shape[:1]:
+        raise DataError(f'{data_dir}: {image_stem} holds {images.shape}, {label_stem} '
+                        f'{labels.shape}; expected N images of {side}x{side} and N labels')
+    keep = _subset_indices(len(labels), subset)
+    return images[keep][..., None], labels[keep]
+
+
+def read_idx(path):
+    """The array in an IDX file (the MNIST format: magic 0 0 8 ndim, big-endian uint32
+    dimensions, then unsigned bytes), gzipped or not."""
+    opener = gzip.open if path.endswith('.gz') else open
+    try:
+        with opener(path, 'rb') as f:
+            data = f.read()
+    except (OSError, EOFError) as err:
+        raise DataError(f'cannot read {path}: {err}') from None
+    if len(data) < 4 or data[:3] != b'\x00\x00\x08':
+        raise DataError(f'{path} is not an IDX file of unsigned bytes (wrong magic)')
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], 'big') for i in range(ndim))
+    if len(data) != header + int(np.prod(shape)):
+        raise DataError(f'{path} is truncated or corrupt: {len(data) - header} bytes of data '
+                        f'for shape {shape}')
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _image_folder(root, subset, channels, side, dataset):
     from PIL import Image
     from torchvision import datasets
     if not os.path.isdir(root):
         raise DataError(f'{root} not found: --data-dir must hold train/<class>/* and '
-                        'test/<class>/* (torchvision ImageFolder layout)')
+                        'test/<class>/* (torchvision ImageFolder layout)'
+                        + (' or the four *-ubyte.gz files' if channels == 1 else ''))
     folder = datasets.ImageFolder(root)
     samples = [folder.samples[i] for i in _subset_indices(len(folder.samples), subset)]
-    images = np.empty((len(samples), 32, 32, 3), dtype=np.uint8)
+    images = np.empty((len(samples), side, side, channels), dtype=np.uint8)
     for i, (path, _) in enumerate(samples):
         with Image.open(path) as img:
-            pixels = np.asarray(img.convert('RGB'))
-        if pixels.shape != (32, 32, 3):
-            raise DataError(f'{path} is {pixels.shape[1]}x{pixels.shape[0]}; CIFAR-10 '
-                            'images must be 32x32')
-        images[i] = pixels
+            pixels = np.asarray(img.convert('RGB' if channels == 3 else 'L'))
+        if pixels.shape[:2] != (side, side):
+            raise DataError(f'{path} is {pixels.shape[1]}x{pixels.shape[0]}; {dataset} '
+                            f'images must be {side}x{side}')
+        images[i] = pixels.reshape(side, side, channels)
     return images, [label for _, label in samples]
 
 
 @functools.lru_cache(maxsize=4)
-def cached_split(train, data_dir, subset):
-    return load_split(train, data_dir, subset)
+def cached_split(train, data_dir, subset, dataset='cifar10', size=None):
+    return load_split(train, data_dir, subset, dataset, size)
+
+
+def model_split(model, train, data_dir, subset, device):
+    """load_split for what model was built for (its dataset, padded to its input size),
+    on device; the test split is cached."""
+    load = cached_split if not train else load_split
+    images, labels = load(train, data_dir, subset, model.dataset, model.input_size)
+    return images.to(device), labels.to(device)
 
 
 def normalize(images):
@@ -222,14 +316,15 @@ def augment(images, generator):
     return picked_rows.gather(3, cols.expand(n, c, h, w))
 
 
-def batches(images, labels, batch_size, generator=None, train=False):
-    """Yield (normalised float inputs, labels); shuffled and augmented when train."""
+def batches(images, labels, batch_size, generator=None, train=False, augment_images=True):
+    """Yield (normalised float inputs, labels); shuffled when train, and then augmented
+    unless augment_images is False."""
     n = len(labels)
     order = torch.randperm(n, generator=generator).to(images.device) if train else None
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size] if train else slice(start, start + batch_size)
         x = images[idx]
-        if train:
+        if train and augment_images:
             x = augment(x, generator)
         yield normalize(x), labels[idx]
 
@@ -250,14 +345,15 @@ def evaluate(model, images, labels, batch_size=1000):
 def test(model, use_cuda=True, data_dir=None, subset=None):
     """Test-set accuracy in percent, printed as the starter prints it.
 
-    data_dir / subset default to util.DATA_DIR / util.SUBSET (set by the scripts).
+    The data is what the model was built for (model.dataset); data_dir / subset default
+    to util.DATA_DIR / util.SUBSET (set by the scripts).
     """
     data_dir = DATA_DIR if data_dir is None else data_dir
     subset = SUBSET if subset is None else subset
     device = device_for(use_cuda)
-    images, labels = cached_split(False, data_dir, subset)
+    images, labels = model_split(model, False, data_dir, subset, device)
     model.to(device)
-    loss, accuracy = evaluate(model, images.to(device), labels.to(device))
+    loss, accuracy = evaluate(model, images, labels)
     correct = round(accuracy * len(labels) / 100)
     print(f'Test set: Average loss: {loss:.4f}, Accuracy: {correct}/{len(labels)} ({accuracy:.2f}%)')
     return accuracy

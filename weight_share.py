@@ -11,13 +11,12 @@ import torch
 
 import util
 from net.checkpoint import CheckpointError, load_model, save_model
-from net.models import AlexNet
 from net.quantization import INITS, SharedWeights, apply_weight_sharing, check_bits
 from training import fit, make_optimizer
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description='Weight-share (k-means quantize) a pruned AlexNet')
+    p = argparse.ArgumentParser(description='Weight-share (k-means quantize) a pruned model')
     p.add_argument('--load-model-path', type=str, default='saves/model_after_retraining.ptmodel')
     p.add_argument('--save-model-path', type=str, default='saves/model_after_weight_sharing.ptmodel')
     p.add_argument('--bits', type=str, default='5',
@@ -35,8 +34,7 @@ def parse_args(argv=None):
     p.add_argument('--seed', type=int, default=42, metavar='S')
     p.add_argument('--no-cuda', action='store_true', default=False, help='disables CUDA')
     p.add_argument('--log', type=str, default='log.txt', help='log file name')
-    p.add_argument('--data-dir', type=str, default=None, metavar='DIR',
-                   help='ImageFolder copy of CIFAR-10 (DIR/train, DIR/test) instead of the download')
+    util.add_data_arguments(p, from_checkpoint=True)
     p.add_argument('--subset', type=int, default=None, metavar='N',
                    help='use only N train and N test images')
     util.add_config_argument(p)
@@ -44,18 +42,23 @@ def parse_args(argv=None):
 
 
 def parse_bits(text):
-    """--bits: an integer, or a JSON object layer -> integer (checked against AlexNet)."""
+    """--bits: an integer, or a JSON object layer -> integer (the names are checked
+    against the model by check_layer_names)."""
     try:
         bits = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f'--bits is neither an integer nor valid JSON ({err.msg}): {text}') from None
     if isinstance(bits, dict):
-        names = [name for name, _ in AlexNet().prunable_layers()]
+        return {name: check_bits(value) for name, value in bits.items()}
+    return check_bits(bits)
+
+
+def check_layer_names(bits, model):
+    if isinstance(bits, dict):
+        names = [name for name, _ in model.prunable_layers()]
         unknown = sorted(set(bits) - set(names))
         if unknown:
             raise ValueError(f'unknown layer name(s) {unknown} in --bits; valid names are {names}')
-        return {name: check_bits(value) for name, value in bits.items()}
-    return check_bits(bits)
 
 
 def main(argv=None):
@@ -68,14 +71,14 @@ def main(argv=None):
 
 def trained_quantization(model, args, device, history):
     """Fine-tune the shared values and biases; zeros and cluster assignments stay fixed."""
-    train_x, train_y = (t.to(device) for t in util.load_split(True, args.data_dir, args.subset))
-    test_x, test_y = (t.to(device) for t in util.cached_split(False, args.data_dir, args.subset))
+    data = (*util.model_split(model, True, args.data_dir, args.subset, device),
+            *util.model_split(model, False, args.data_dir, args.subset, device))
     shared = SharedWeights(model)
     biases = [m.bias for _, m in model.prunable_layers() if m.bias is not None]
-    steps = -(-len(train_y) // args.batch_size) * args.quantize_epochs
+    steps = -(-len(data[1]) // args.batch_size) * args.quantize_epochs
     optimizer, scheduler = make_optimizer(shared.parameters() + biases, 'adam', args.quantize_lr,
                                           0, 'onecycle', steps)
-    fit(model, (train_x, train_y, test_x, test_y), args.quantize_epochs, optimizer, scheduler,
+    fit(model, data, args.quantize_epochs, optimizer, scheduler,
         phase='quantize', generator=torch.Generator().manual_seed(args.seed), history=history,
         batch_size=args.batch_size, after_backward=shared.accumulate_gradients,
         after_step=shared.write_back)
@@ -90,7 +93,9 @@ def run(args, bits):
     config = vars(args) | {'bits': bits, 'device': str(device)}
     print(f'config: {json.dumps(config)}')
     util.log(f'weight_share.py config {json.dumps(config)}', args.log)
-    model = load_model(args.load_model_path, device, made_by='pruning.py')
+    model = load_model(args.load_model_path, device, made_by='pruning.py', arch=args.model,
+                       dataset=args.dataset)
+    check_layer_names(bits, model)
 
     print('--- Accuracy before weight sharing ---')
     before = util.test(model, use_cuda)

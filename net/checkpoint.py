@@ -13,9 +13,9 @@ import zipfile
 import torch
 from torch import nn
 
-from .models import AlexNet
+from .models import DATASETS, MODELS, build_model, check_model, describe
 
-SAFE_CLASSES = [AlexNet, nn.Conv2d, nn.Linear]
+SAFE_CLASSES = [*MODELS.values(), nn.Conv2d, nn.Linear]
 
 
 class CheckpointError(Exception):
@@ -42,10 +42,11 @@ def save_model(model, path):
     atomic_write(path, lambda tmp: torch.save(model, tmp))
 
 
-def load_model(path, device='cpu', made_by='pruning.py'):
-    """Load a whole AlexNet saved by this project, refusing anything else.
+def load_model(path, device='cpu', made_by='pruning.py', arch=None, dataset=None):
+    """Load a whole model saved by this project, refusing anything else.
 
     ``made_by`` names the script that writes ``path``, for the error when it is missing.
+    ``arch`` / ``dataset``, when given, must be what the model was built for.
     """
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} not found: run `python {made_by}` first "
@@ -65,19 +66,26 @@ def load_model(path, device='cpu', made_by='pruning.py'):
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile):
         raise unreadable from None
     check_architecture(model, path)
+    check_model(model, path, arch, dataset)
     return model
 
 
 def check_architecture(model, path):
-    """Refuse a file whose object is not an AlexNet with the homework's exact shapes."""
-    if not isinstance(model, AlexNet):
-        raise CheckpointError(f"{path} holds a {type(model).__name__}, not a whole AlexNet "
-                              "model (save it with torch.save(model, path))")
-    expected = {k: v.shape for k, v in AlexNet().state_dict().items()}
+    """Refuse a file whose object is not one of this project's models with exactly the
+    shapes that its recorded architecture and dataset give."""
+    if not isinstance(model, tuple(MODELS.values())):
+        raise CheckpointError(f"{path} holds a {type(model).__name__}, not a whole model of this "
+                              f"project ({', '.join(MODELS)}; save it with torch.save(model, path))")
+    if model.dataset not in DATASETS:
+        raise CheckpointError(f"{path} records an unknown dataset {model.dataset!r}")
+    with torch.device('meta'):  # shapes only: no memory, no initialisation cost
+        reference = build_model(model.arch, model.dataset)
+    expected = {k: v.shape for k, v in reference.state_dict().items()}
+    what = 'the homework AlexNet' if describe(model) == 'alexnet for cifar10' else describe(model)
     for name, param in model.named_parameters():
         if name not in expected or expected[name] != param.shape:
-            raise CheckpointError(f"{path} is not the homework AlexNet: parameter {name} has "
+            raise CheckpointError(f"{path} is not {what}: parameter {name} has "
                                   f"shape {tuple(param.shape)}")
     missing = sorted(set(expected) - {n for n, _ in model.named_parameters()})
     if missing:
-        raise CheckpointError(f"{path} is not the homework AlexNet: missing {missing}")
+        raise CheckpointError(f"{path} is not {what}: missing {missing}")

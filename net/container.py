@@ -6,8 +6,9 @@ the file is the compressed model: its size on disk is its size.
 
 File: b'DCZ' | version byte | sections. Every section is
     tag byte | varint payload length | payload | CRC32 of (tag, length, payload), 4 bytes LE
-A header section (tag 'H') comes first: architecture name, flags, then per layer its
-name and weight shape. One layer section (tag 'L') follows per layer, in that order.
+A header section (tag 'H') comes first: architecture name, dataset name (from version
+2; version 1 files are CIFAR-10 models), flags, then per layer its name and weight
+shape. One layer section (tag 'L') follows per layer, in that order.
 
 Layer payload (one prunable layer; a "unit" is an output neuron or conv filter):
     varint non-zeros | varint distinct values k | codebook: k values, ascending
@@ -54,13 +55,13 @@ from .huffmancoding import (
     read_varint,
     varint,
 )
-from .models import AlexNet
+from .models import DATASETS, MODELS, build_model
 from .prune import set_mask, units_read
 from .quantization import check_bits, share_weights
 
 MAGIC = b'DCZ'
-VERSION = 1
-ARCHITECTURES = {'alexnet': AlexNet}
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 HEADER, LAYER = b'H', b'L'
 FLOAT16, SHARED_BIASES = 1, 2  # header flag bits
 LENGTH_BITS = 4
@@ -100,11 +101,11 @@ def load_compressed(path, device='cpu'):
 
 def architecture_name(model):
     """The registry name of model's class (the file stores it, loading rebuilds it)."""
-    for name, cls in ARCHITECTURES.items():
-        if type(model) is cls:
-            return name
-    raise ContainerError(f'cannot store a {type(model).__name__}: the container knows '
-                         f'{sorted(ARCHITECTURES)}')
+    arch = getattr(model, 'arch', None)
+    if MODELS.get(arch) is not type(model):
+        raise ContainerError(f'cannot store a {type(model).__name__}: the container knows '
+                             f'{sorted(MODELS)}')
+    return arch
 
 
 def encode_model(model, float16=False, bias_bits=None):
@@ -123,7 +124,7 @@ def encode_model(model, float16=False, bias_bits=None):
     live = _live_units(weights)
     flags = (FLOAT16 if float16 else 0) | (SHARED_BIASES if bias_bits is not None else 0)
     value_dtype = np.dtype('<f2' if float16 else '<f4')
-    header = _header_payload(arch, flags, layers)
+    header = _header_payload(arch, model.dataset, flags, layers)
     out = [MAGIC, bytes([VERSION]), _section(HEADER, header)]
     rows = []
     for (name, _), weight, bias, alive in zip(layers, weights, biases, live, strict=True):
@@ -133,7 +134,7 @@ def encode_model(model, float16=False, bias_bits=None):
                      'bytes': len(out[-1])})
     data = b''.join(out)
     dense = sum(4 * p.numel() for p in model.parameters())
-    report = {'architecture': arch, 'float16': float16, 'bias_bits': bias_bits,
+    report = {'architecture': arch, 'dataset': model.dataset, 'float16': float16, 'bias_bits': bias_bits,
               'header_bytes': len(data) - sum(r['bytes'] for r in rows), 'layers': rows,
               'bytes': len(data), 'dense_bytes': dense, 'ratio': dense / len(data)}
     return data, report
@@ -141,12 +142,12 @@ def encode_model(model, float16=False, bias_bits=None):
 
 def decode_model(data, path='model.dcz'):
     """The model encoded in data (bytes of a .dcz file); ContainerError if it is not one."""
-    sections = _split_sections(bytes(data), path)
+    version, sections = _split_sections(bytes(data), path)
     try:
-        arch, flags, shapes = _parse_header(sections[0][1])
+        arch, dataset, flags, shapes = _parse_header(sections[0][1], version)
     except (Corrupt, HuffmanFormatError, UnicodeDecodeError, IndexError):
         raise ContainerError(f'{path}: corrupt header section') from None
-    model = _build(arch, shapes, path)
+    model = _build(arch, dataset, shapes, path)
     layers = _layers(model)
     if len(sections) != 1 + len(layers):
         raise ContainerError(f'{path}: {len(sections) - 1} layer sections for '
@@ -211,11 +212,14 @@ def strip_dead_units(model):
     return clean
 
 
-def _build(arch, shapes, path):
-    if arch not in ARCHITECTURES:
+def _build(arch, dataset, shapes, path):
+    if arch not in MODELS:
         raise ContainerError(f'{path}: unknown architecture {arch!r}; this version knows '
-                             f'{sorted(ARCHITECTURES)}')
-    model = ARCHITECTURES[arch]()
+                             f'{sorted(MODELS)}')
+    if dataset not in DATASETS:
+        raise ContainerError(f'{path}: unknown dataset {dataset!r}; this version knows '
+                             f'{sorted(DATASETS)}')
+    model = build_model(arch, dataset)
     expected = [(name, tuple(layer.weight.shape)) for name, layer in _layers(model)]
     if expected != shapes:
         raise ContainerError(f'{path}: architecture mismatch: the file has layers {shapes}, '
@@ -230,15 +234,16 @@ def _section(tag, payload):
 
 
 def _split_sections(data, path):
-    """[(tag, payload)] of a file, every length and CRC checked; the header first."""
+    """(version, [(tag, payload)]) of a file, every length and CRC checked; the header
+    first."""
     if data[:len(MAGIC)] != MAGIC:
         raise ContainerError(f'{path}: not a .dcz file (wrong magic)')
     if len(data) <= len(MAGIC):
         raise ContainerError(f'{path}: truncated file (no version)')
     version = data[len(MAGIC)]
-    if version != VERSION:
+    if version not in READABLE_VERSIONS:
         raise ContainerError(f'{path}: unknown format version {version} (this version reads '
-                             f'{VERSION}); update this project or re-pack the model')
+                             f'{READABLE_VERSIONS}); update this project or re-pack the model')
     sections = []
     pos = len(MAGIC) + 1
     while pos < len(data):
@@ -259,19 +264,22 @@ def _split_sections(data, path):
         pos = end + 4
     if not sections or sections[0][0] != HEADER:
         raise ContainerError(f'{path}: truncated file (no header section)')
-    return sections
+    return version, sections
 
 
-def _header_payload(arch, flags, layers):
-    out = [_text(arch), bytes([flags]), varint(len(layers))]
+def _header_payload(arch, dataset, flags, layers):
+    out = [_text(arch), _text(dataset), bytes([flags]), varint(len(layers))]
     for name, layer in layers:
         shape = layer.weight.shape
         out += [_text(name), varint(len(shape))] + [varint(d) for d in shape]
     return b''.join(out)
 
 
-def _parse_header(payload):
+def _parse_header(payload, version):
     arch, pos = _read_text(payload, 0)
+    dataset = 'cifar10'  # version 1 stored CIFAR-10 AlexNets only
+    if version >= 2:
+        dataset, pos = _read_text(payload, pos)
     flags = payload[pos]
     count, pos = read_varint(payload, pos + 1, 'header')
     shapes = []
@@ -285,7 +293,7 @@ def _parse_header(payload):
         shapes.append((name, tuple(dims)))
     if pos != len(payload) or flags & ~(FLOAT16 | SHARED_BIASES):
         raise Corrupt('header')
-    return arch, flags, shapes
+    return arch, dataset, flags, shapes
 
 
 def _text(s):

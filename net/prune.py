@@ -20,6 +20,8 @@ PRUNABLE = (nn.Conv2d, nn.Linear)
 
 class PruningModule(nn.Module):
     """Base class of prunable models: every conv and fc layer can be pruned."""
+    # What build_model records per instance; checkpoints saved before it were all CIFAR-10.
+    dataset = 'cifar10'
 
     def prunable_layers(self):
         """(name, module) of every conv and fc layer, in definition order."""

@@ -12,13 +12,18 @@ DATA_DIR = os.path.join(ROOT, '..', 'shared', 'data', 'cifar10-jpg')
 
 
 class TinyNet(PruningModule):
-    """A small conv + fc model with the same kinds of layers as AlexNet."""
+    """A small conv + fc model with the same kinds of layers as AlexNet (registered as
+    'tiny' in net.models.MODELS by the tests that need it)."""
+    arch = 'tiny'
+    input_size = 32
+    fixed_size = True
+    default_rates = {'conv1': 50, 'fc1': 10, 'fc2': 50}
 
-    def __init__(self):
+    def __init__(self, num_classes=10, in_channels=3, image_size=32):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 4, kernel_size=3, padding=1)
+        self.conv1 = nn.Conv2d(in_channels, 4, kernel_size=3, padding=1)
         self.fc1 = nn.Linear(4 * 8 * 8, 16)
-        self.fc2 = nn.Linear(16, 10)
+        self.fc2 = nn.Linear(16, num_classes)
 
     def forward(self, x):
         x = F.max_pool2d(F.relu(self.conv1(x)), 4)

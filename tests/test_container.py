@@ -25,7 +25,7 @@ INPUT = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 
 @pytest.fixture(autouse=True)
 def registered(monkeypatch):
-    monkeypatch.setitem(container.ARCHITECTURES, 'tiny', TinyNet)
+    monkeypatch.setitem(container.MODELS, 'tiny', TinyNet)
 
 
 def make_model(seed=0, kept=0.3, values=8, dead_fc1_units=0):
@@ -182,18 +182,18 @@ def test_unknown_version(encoded):
 
 
 def test_unknown_architecture(encoded, monkeypatch):
-    monkeypatch.delitem(container.ARCHITECTURES, 'tiny')
+    monkeypatch.delitem(container.MODELS, 'tiny')
     with pytest.raises(ContainerError, match="unknown architecture 'tiny'"):
         decode_model(encoded)
 
 
 def test_architecture_mismatch(encoded, monkeypatch):
     class Wider(TinyNet):
-        def __init__(self):
-            super().__init__()
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
             self.fc1 = torch.nn.Linear(4 * 8 * 8, 17)
             self.fc2 = torch.nn.Linear(17, 10)
-    monkeypatch.setitem(container.ARCHITECTURES, 'tiny', Wider)
+    monkeypatch.setitem(container.MODELS, 'tiny', Wider)
     with pytest.raises(ContainerError, match=r'architecture mismatch: the file has layers .*fc1'):
         decode_model(encoded)
 
@@ -252,7 +252,7 @@ def test_random_corruptions_are_refused(encoded, data):
 
 def reframe_layer(data, index, payload):
     """data with layer section `index` replaced by payload, framed with a valid CRC."""
-    sections = container._split_sections(data, 'x')
+    sections = container._split_sections(data, 'x')[1]
     sections[1 + index] = (container.LAYER, payload)
     return data[:4] + b''.join(container._section(tag, p) for tag, p in sections)
 
@@ -263,7 +263,7 @@ def reframe_layer(data, index, payload):
 @given(data=st.data())
 def test_crafted_layer_payloads_are_refused_or_consistent(encoded, data):
     index = data.draw(st.integers(0, 2))
-    payload = bytearray(container._split_sections(encoded, 'x')[1 + index][1])
+    payload = bytearray(container._split_sections(encoded, 'x')[1][1 + index][1])
     for _ in range(data.draw(st.integers(1, 3))):
         at = data.draw(st.integers(0, len(payload) - 1))
         payload[at] ^= data.draw(st.integers(1, 255))
@@ -280,7 +280,7 @@ def test_crafted_layer_payloads_are_refused_or_consistent(encoded, data):
 
 def test_huge_position_gaps_are_refused(encoded):
     # a gap bucket no layer of this size can hold: the bucket count is checked
-    payload = container._split_sections(encoded, 'x')[3][1]  # fc2, 16 x 10 live weights
+    payload = container._split_sections(encoded, 'x')[1][3][1]  # fc2, 16 x 10 live weights
     nonzeros, pos = container.read_varint(payload, 0, 'x')
     k, pos = container.read_varint(payload, pos, 'x')
     pos += 4 * k

@@ -12,6 +12,7 @@ import analyze
 import pruning
 import weight_share
 from net.analysis import bits_sensitivity, prune_sensitivity
+from net.models import AlexNet
 from net.quantization import SharedWeights, apply_weight_sharing, initial_centroids, share_weights
 from training import fit, make_optimizer
 
@@ -39,7 +40,7 @@ def test_round_spans_reach_the_rate_sooner_and_stay():
     ('[1]', 'must map layer names'), ('{"fc2": 0.5', 'not valid JSON')])
 def test_bad_round_spans_are_refused(text, message):
     with pytest.raises(ValueError, match=message):
-        pruning.parse_spans(text)
+        pruning.parse_spans(text, AlexNet())
 
 
 def test_iterated_percentile_cuts_end_at_the_target_share(tiny):
@@ -130,7 +131,7 @@ def test_recipe_sets_defaults_and_flags_still_win(tmp_path):
         'weight_share': {'bits': {'fc1': 3}, 'init': 'density'}})
     args = pruning.parse_args(['--config', path, '--epochs', '7'])
     assert (args.epochs, args.prune_rounds, args.prune_dead_units, args.re_lr) == (7, 4, True, 0.01)
-    assert pruning.parse_rates(args.rates)['fc2'] == 1
+    assert pruning.parse_rates(args.rates, AlexNet())['fc2'] == 1
     shared = weight_share.parse_args(['--config', path])
     assert weight_share.parse_bits(shared.bits) == {'fc1': 3} and shared.init == 'density'
 
@@ -159,8 +160,7 @@ def test_min_accuracy_goes_back_to_the_last_good_round(tmp_path, monkeypatch):
     epochs = []
     monkeypatch.setattr(pruning, 'train', lambda model, data, args, n, *a: epochs.append(n))
     fake = torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.long)
-    monkeypatch.setattr(pruning.util, 'load_split', lambda *a: fake)
-    monkeypatch.setattr(pruning.util, 'cached_split', lambda *a: fake)
+    monkeypatch.setattr(pruning.util, 'model_split', lambda *a: fake)
     states = []
     real_back_to = pruning.back_to
     monkeypatch.setattr(pruning, 'back_to', lambda model, kept, *a: states.append(kept[0]) or
@@ -169,7 +169,7 @@ def test_min_accuracy_goes_back_to_the_last_good_round(tmp_path, monkeypatch):
                                '--log', str(tmp_path / 'log.txt'),
                                '--save-model-path', str(tmp_path / 'final.ptmodel'),
                                '--load-model-path', str(tmp_path / 'initial.ptmodel')])
-    pruning.run(args, pruning.parse_rates('{"fc2": 1}'))
+    pruning.run(args, pruning.parse_rates('{"fc2": 1}', AlexNet()))
     assert epochs == [args.epochs, 2, 2, 2, 7]  # rounds 1-3, then round 2 again
     saved = torch.load(tmp_path / 'final.ptmodel', weights_only=False)
     assert torch.equal(saved.fc2.weight_mask, states[0]['fc2.weight_mask'])
@@ -199,7 +199,7 @@ def test_missing_recipe_file_is_one_clear_error(tmp_path, capsys):
 ])
 def test_bad_per_layer_bits_are_refused(text, message):
     with pytest.raises(ValueError, match=re.escape(message)):
-        weight_share.parse_bits(text)
+        weight_share.check_layer_names(weight_share.parse_bits(text), AlexNet())
 
 
 # ---------------------------------------------------------------- centroid initialisation

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from net.checkpoint import save_model
-from net.models import AlexNet
+from net.models import AlexNet, build_model
 from tests.conftest import DATA_DIR, ROOT
 
 
@@ -41,10 +41,22 @@ def test_wrong_architecture_checkpoints_are_refused(tmp_path):
                           'not the homework AlexNet', 'fc3.weight')
     torch.save(AlexNet().state_dict(), tmp_path / 'state.ptmodel')
     assert_one_line_error(run('huffman_encode.py', '--load-model-path', 'state.ptmodel', cwd=tmp_path),
-                          'not a whole AlexNet')
+                          'holds a OrderedDict, not a whole model of this project')
     (tmp_path / 'junk.ptmodel').write_bytes(b'not a checkpoint')
     assert_one_line_error(run('weight_share.py', '--load-model-path', 'junk.ptmodel', cwd=tmp_path),
                           'cannot read junk.ptmodel')
+
+
+def test_a_checkpoint_for_other_model_or_data_is_refused(tmp_path):
+    save_model(build_model('lenet300', 'fashion-mnist'), tmp_path / 'lenet.ptmodel')
+    fix = '--model lenet300 --dataset fashion-mnist'
+    assert_one_line_error(run('weight_share.py', '--load-model-path', 'lenet.ptmodel', '--model',
+                              'alexnet', cwd=tmp_path),
+                          'lenet.ptmodel holds lenet300 for fashion-mnist, not alexnet for fashion-mnist', fix)
+    assert_one_line_error(run('huffman_encode.py', '--load-model-path', 'lenet.ptmodel', '--dataset',
+                              'mnist', cwd=tmp_path), 'not lenet300 for mnist', fix)
+    assert_one_line_error(run('pruning.py', '--from-initial', '--load-model-path', 'lenet.ptmodel',
+                              cwd=tmp_path), 'not alexnet for cifar10', fix)
 
 
 def test_hostile_pickle_is_not_executed(tmp_path):
