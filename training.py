@@ -14,6 +14,7 @@ from tqdm import tqdm
 import util
 
 MOMENTUM = 0.9
+MIN_ONECYCLE_STEPS = 8
 
 
 def make_optimizer(params, name, lr, weight_decay, schedule, total_steps):
@@ -26,7 +27,9 @@ def make_optimizer(params, name, lr, weight_decay, schedule, total_steps):
                                     weight_decay=weight_decay)
     else:
         raise ValueError(f'unknown optimizer {name!r}; use adam or sgd')
-    if schedule == 'constant':
+    # A handful of steps (smoke runs) leaves no room for a warm-up; OneCycleLR even fails
+    # at exactly 4, where its warm-up phase has zero length.
+    if schedule == 'constant' or total_steps < MIN_ONECYCLE_STEPS:
         return optimizer, None
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=lr, total_steps=max(1, total_steps), pct_start=0.25)

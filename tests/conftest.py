@@ -9,6 +9,8 @@ from net.prune import PruningModule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_DIR = os.path.join(ROOT, '..', 'shared', 'data', 'cifar10-jpg')
+# Debian's dataset-fashion-mnist package (the official files; .ci/run installs it).
+FASHION_DIR = '/usr/share/datasets/fashion-mnist'
 
 
 class TinyNet(PruningModule):

@@ -1,3 +1,4 @@
+import gzip
 import os
 
 import numpy as np
@@ -6,7 +7,7 @@ import torch
 from torchvision import transforms
 
 import util
-from tests.conftest import DATA_DIR
+from tests.conftest import DATA_DIR, FASHION_DIR
 
 
 def test_normalize_matches_the_starter_transform():
@@ -63,3 +64,69 @@ def test_wrong_image_size_is_a_clear_error(tmp_path):
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / 'test' / 'cat' / '1.png')
     with pytest.raises(util.DataError, match='must be 32x32'):
         util.load_split(False, str(tmp_path))
+
+
+# ---------------------------------------------------------------- MNIST-style IDX files
+def write_idx(path, array):
+    """The official IDX layout: magic 0 0 8 ndim, big-endian dimensions, bytes; gzipped."""
+    header = bytes([0, 0, 8, array.ndim]) + b''.join(d.to_bytes(4, 'big') for d in array.shape)
+    with gzip.open(path, 'wb') as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def fake_mnist_dir(directory, n_train=50, n_test=20, seed=0):
+    """A folder of the four *-ubyte.gz files with random 28x28 images."""
+    rng = np.random.default_rng(seed)
+    for stem, n in (('train', n_train), ('t10k', n_test)):
+        write_idx(directory / f'{stem}-images-idx3-ubyte.gz', rng.integers(0, 256, (n, 28, 28)))
+        write_idx(directory / f'{stem}-labels-idx1-ubyte.gz', rng.integers(0, 10, n))
+    return str(directory)
+
+
+def test_idx_folder_loads_and_pads_to_the_model_size(tmp_path):
+    root = fake_mnist_dir(tmp_path)
+    images, labels = util.load_split(True, root, dataset='fashion-mnist')
+    assert images.shape == (50, 1, 28, 28) and images.dtype == torch.uint8 and labels.shape == (50,)
+    raw = util.read_idx(os.path.join(root, 'train-images-idx3-ubyte.gz'))
+    assert torch.equal(images[:, 0], torch.from_numpy(raw.copy()))
+    padded, _ = util.load_split(False, root, subset=7, dataset='mnist', size=32)
+    assert padded.shape == (7, 1, 32, 32)
+    assert padded[:, :, :2].sum() == padded[:, :, -2:].sum() == padded[..., :2].sum() == 0
+    small, _ = util.load_split(False, root, subset=7, dataset='mnist')
+    assert torch.equal(padded[:, :, 2:30, 2:30], small)
+
+
+@pytest.mark.parametrize('damage, message', [
+    (lambda b: b'\x00\x00\x0d' + b[3:], 'not an IDX file of unsigned bytes'),
+    (lambda b: b[:-5], 'truncated or corrupt'),
+])
+def test_bad_idx_files_are_clear_errors(tmp_path, damage, message):
+    write_idx(tmp_path / 'x.gz', np.zeros((3, 28, 28)))
+    with gzip.open(tmp_path / 'x.gz') as f:
+        data = f.read()
+    (tmp_path / 'x').write_bytes(damage(data))
+    with pytest.raises(util.DataError, match=message):
+        util.read_idx(str(tmp_path / 'x'))
+
+
+def test_idx_folder_errors_name_the_fix(tmp_path):
+    root = fake_mnist_dir(tmp_path)
+    with pytest.raises(util.DataError, match='pass --dataset mnist or --dataset fashion-mnist'):
+        util.load_split(True, root, dataset='cifar10')
+    os.remove(os.path.join(root, 't10k-labels-idx1-ubyte.gz'))
+    with pytest.raises(util.DataError, match='no t10k-labels-idx1-ubyte'):
+        util.load_split(False, root, dataset='mnist')
+
+
+def test_grayscale_image_folder(tmp_path):
+    from PIL import Image
+    (tmp_path / 'train' / 'shoe').mkdir(parents=True)
+    Image.fromarray(np.full((28, 28, 3), 200, np.uint8)).save(tmp_path / 'train' / 'shoe' / '1.png')
+    images, labels = util.load_split(True, str(tmp_path), dataset='fashion-mnist')
+    assert images.shape == (1, 1, 28, 28) and int(images.max()) == 200
+
+
+@pytest.mark.skipif(not os.path.isdir(FASHION_DIR), reason='dataset-fashion-mnist not installed')
+def test_the_official_fashion_mnist_files():
+    images, labels = util.load_split(False, FASHION_DIR, dataset='fashion-mnist')
+    assert images.shape == (10000, 1, 28, 28) and torch.equal(labels.bincount(), torch.full((10,), 1000))

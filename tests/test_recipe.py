@@ -305,3 +305,14 @@ def test_analysis_plots_with_matplotlib(tmp_path):
     analyze.plot_curves(str(tmp_path / 'out'), rows, 'kept_percent', 'kept', True, 't')
     assert (tmp_path / 'out.png').read_bytes()[:4] == b'\x89PNG'
 
+
+
+@pytest.mark.parametrize('steps, one_cycle', [(1, False), (4, False), (7, False), (8, True), (100, True)])
+def test_too_few_steps_for_a_warm_up_train_at_a_constant_rate(steps, one_cycle):
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    optimizer, scheduler = make_optimizer(params, 'sgd', 0.1, 0, 'onecycle', steps)
+    assert (scheduler is not None) == one_cycle
+    for _ in range(steps):  # OneCycleLR itself fails at 4 steps
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()

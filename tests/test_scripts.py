@@ -11,6 +11,7 @@ import torch
 from net.checkpoint import save_model
 from net.models import AlexNet, build_model
 from tests.conftest import DATA_DIR, ROOT
+from tests.test_data import fake_mnist_dir
 
 
 def run(script, *args, cwd):
@@ -52,7 +53,8 @@ def test_a_checkpoint_for_other_model_or_data_is_refused(tmp_path):
     fix = '--model lenet300 --dataset fashion-mnist'
     assert_one_line_error(run('weight_share.py', '--load-model-path', 'lenet.ptmodel', '--model',
                               'alexnet', cwd=tmp_path),
-                          'lenet.ptmodel holds lenet300 for fashion-mnist, not alexnet for fashion-mnist', fix)
+                          'lenet.ptmodel holds lenet300 for fashion-mnist, not alexnet for '
+                          'fashion-mnist', fix)
     assert_one_line_error(run('huffman_encode.py', '--load-model-path', 'lenet.ptmodel', '--dataset',
                               'mnist', cwd=tmp_path), 'not lenet300 for mnist', fix)
     assert_one_line_error(run('pruning.py', '--from-initial', '--load-model-path', 'lenet.ptmodel',
@@ -214,3 +216,29 @@ def test_recipe_tools_end_to_end_on_real_images(tmp_path):
     result = run('analyze.py', 'distribution', '--layer', 'fc3', '--out', 'dist', *data, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / 'dist.png').is_file()
+
+
+def test_three_scripts_on_lenet300_and_an_idx_folder(tmp_path):
+    data = ['--data-dir', fake_mnist_dir(tmp_path, n_train=300, n_test=100)]
+    result = run('pruning.py', *data, '--model', 'lenet300', '--dataset', 'fashion-mnist',
+                 '--epochs', '1', '--re-epochs', '1', '--prune-rounds', '2', cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert '--- What pruning saves (one 28x28 input) ---' in result.stdout
+    layers = json.loads((tmp_path / 'log.pruning.json').read_text())['layers']
+    assert abs(layers['fc1.weight']['nonzero'] - 0.08 * 784 * 300) <= 1  # the paper's rate
+
+    result = run('weight_share.py', *data, '--bits', '{"fc1": 3}', cwd=tmp_path)  # model from the checkpoint
+    assert result.returncode == 0, result.stderr
+    shared = torch.load(tmp_path / 'saves/model_after_weight_sharing.ptmodel', weights_only=False)
+    assert (shared.arch, shared.dataset) == ('lenet300', 'fashion-mnist')
+    assert len(shared.fc1.weight.unique()) <= 9
+
+    result = run('huffman_encode.py', *data, '--pack', 'm.dcz', cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r'^total\s+\|\s+1066440 \|', result.stdout, re.M), result.stdout
+    assert 'decoded parameters equal the encoded ones exactly' in result.stdout
+    assert 'lossless: loads back bit-exact' in result.stdout
+    described = json.loads((tmp_path / 'm.json').read_text())
+    assert (described['model'], described['dataset']) == ('lenet300', 'fashion-mnist')
+    assert_one_line_error(run('huffman_encode.py', *data, '--unpack', 'm.dcz', '--model', 'lenet5',
+                              cwd=tmp_path), 'm.dcz holds lenet300 for fashion-mnist, not lenet5')

@@ -1,0 +1,101 @@
+"""Every model on every dataset: shapes, and one prune / share / encode pass on random weights."""
+import pytest
+import torch
+
+from net.checkpoint import CheckpointError, load_model, save_model
+from net.container import decode_model, encode_model, strip_dead_units
+from net.huffmancoding import huffman_decode_model, huffman_encode_model
+from net.models import DATASETS, MODELS, build_model, check_model
+from net.quantization import apply_weight_sharing
+
+# The paper's parameter counts (weights + biases) for its own datasets.
+PARAMETERS = {('alexnet', 'cifar10'): 20_344_650, ('lenet300', 'mnist'): 266_610,
+              ('lenet5', 'mnist'): 431_080, ('vgg16', 'cifar10'): 33_638_218}
+
+
+@pytest.mark.parametrize('arch', sorted(MODELS))
+@pytest.mark.parametrize('dataset', sorted(DATASETS))
+def test_every_model_fits_every_dataset(arch, dataset):
+    with torch.device('meta'):
+        model = build_model(arch, dataset)
+    channels, size, classes = DATASETS[dataset]
+    assert model.arch == arch and model.dataset == dataset
+    assert model.input_size == (32 if arch in ('alexnet', 'vgg16') else size)
+    out = model(torch.zeros(2, channels, model.input_size, model.input_size, device='meta'))
+    assert out.shape == (2, classes)
+    assert sorted(model.default_rates) == sorted(name for name, _ in model.prunable_layers())
+    if (arch, dataset) in PARAMETERS:
+        assert sum(p.numel() for p in model.parameters()) == PARAMETERS[(arch, dataset)]
+
+
+def test_unknown_names_are_refused():
+    with pytest.raises(ValueError, match=r"unknown model 'resnet'; use one of \['alexnet'"):
+        build_model('resnet')
+    with pytest.raises(ValueError, match="unknown dataset 'svhn'"):
+        build_model('lenet5', 'svhn')
+    with pytest.raises(ValueError, match='alexnet takes 32x32 images, not 28x28'):
+        MODELS['alexnet'](image_size=28)
+
+
+def test_a_mix_up_is_named_with_the_fix():
+    model = build_model('lenet5', 'fashion-mnist')
+    check_model(model, 'm.ptmodel', 'lenet5', None)
+    with pytest.raises(ValueError, match='m.ptmodel holds lenet5 for fashion-mnist, not lenet5 for '
+                                         'mnist: pass --model lenet5 --dataset fashion-mnist'):
+        check_model(model, 'm.ptmodel', None, 'mnist')
+
+
+@pytest.mark.parametrize('arch, dataset', [('lenet300', 'fashion-mnist'), ('lenet5', 'mnist'),
+                                           ('lenet5', 'cifar100'), ('alexnet', 'mnist')])
+def test_checkpoints_record_model_and_dataset(tmp_path, arch, dataset):
+    model = build_model(arch, dataset)
+    save_model(model, tmp_path / 'm.ptmodel')
+    loaded = load_model(tmp_path / 'm.ptmodel', arch=arch, dataset=dataset)
+    assert (loaded.arch, loaded.dataset) == (arch, dataset)
+    other = 'cifar10' if dataset != 'cifar10' else 'mnist'
+    with pytest.raises(ValueError, match=f'holds {arch} for {dataset}, not {arch} for {other}'):
+        load_model(tmp_path / 'm.ptmodel', dataset=other)
+
+
+def test_a_checkpoint_whose_shapes_contradict_its_dataset_is_refused(tmp_path):
+    model = build_model('lenet300', 'mnist')
+    model.dataset = 'cifar100'  # claims 3x32x32 inputs and 100 classes
+    save_model(model, tmp_path / 'm.ptmodel')
+    with pytest.raises(CheckpointError, match='is not lenet300 for cifar100: parameter fc1.weight'):
+        load_model(tmp_path / 'm.ptmodel')
+
+
+def random_pruned_shared(arch, dataset, keep):
+    """A random model, every layer pruned to `keep` x its paper rate, 5-bit weight-shared."""
+    torch.manual_seed(0)
+    model = build_model(arch, dataset)
+    model.prune_by_percentile({name: rate * keep for name, rate in model.default_rates.items()})
+    apply_weight_sharing(model, 5)
+    return model
+
+
+# VGG-16 keeps a tenth of its paper rates: the same code paths at a tenth of the k-means work.
+@pytest.mark.parametrize('arch, dataset, keep', [
+    ('lenet300', 'fashion-mnist', 1), ('lenet5', 'mnist', 1), ('lenet5', 'cifar100', 1),
+    ('alexnet', 'mnist', 0.1), ('vgg16', 'cifar10', 0.1)])
+def test_prune_share_and_both_encodings_round_trip(tmp_path, arch, dataset, keep):
+    model = random_pruned_shared(arch, dataset, keep)
+    for name, layer in model.prunable_layers():
+        kept = 100 * int(layer.weight.count_nonzero()) / layer.weight.numel()
+        assert kept == pytest.approx(model.default_rates[name] * keep, abs=0.05), name
+        assert layer.weight.unique().numel() <= 2 ** 5 + 1, name
+
+    huffman_encode_model(model, str(tmp_path / 'enc'), None)
+    decoded = build_model(arch, dataset)
+    huffman_decode_model(decoded, str(tmp_path / 'enc'))
+    for (name, a), b in zip(model.named_parameters(), decoded.parameters(), strict=True):
+        assert torch.equal(a, b), name
+
+    loaded = decode_model(encode_model(model)[0])
+    assert (loaded.arch, loaded.dataset) == (arch, dataset)
+    for (name, a), b in zip(strip_dead_units(model).named_parameters(), loaded.parameters(), strict=True):
+        assert torch.equal(a, b), name
+    size = model.input_size
+    x = torch.randn(4, DATASETS[dataset].channels, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model(x), atol=1e-5)
