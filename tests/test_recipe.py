@@ -2,6 +2,7 @@
 initialisations, trained quantization and the sensitivity analyses."""
 import builtins
 import json
+import os
 import re
 
 import numpy as np
@@ -9,11 +10,13 @@ import pytest
 import torch
 
 import analyze
+import huffman_encode
 import pruning
 import weight_share
 from net.analysis import bits_sensitivity, prune_sensitivity
-from net.models import AlexNet
+from net.models import AlexNet, build_model
 from net.quantization import SharedWeights, apply_weight_sharing, initial_centroids, share_weights
+from tests.conftest import ROOT
 from training import fit, make_optimizer
 
 
@@ -316,3 +319,17 @@ def test_too_few_steps_for_a_warm_up_train_at_a_constant_rate(steps, one_cycle):
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
+
+
+@pytest.mark.parametrize('name', sorted(f[:-5] for f in os.listdir(os.path.join(ROOT, 'configs'))
+                                        if f.endswith('.json')))
+def test_shipped_recipes_parse_for_all_three_scripts(name):
+    path = os.path.join(ROOT, 'configs', f'{name}.json')
+    args = pruning.parse_args(['--config', path])
+    with torch.device('meta'):
+        layers = build_model(args.model, args.dataset)
+    pruning.parse_rates(args.rates, layers)
+    pruning.parse_spans(args.round_spans, layers)
+    shared = weight_share.parse_args(['--config', path])
+    weight_share.check_layer_names(weight_share.parse_bits(shared.bits), layers)
+    huffman_encode.parse_args(['--config', path])
