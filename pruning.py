@@ -18,7 +18,7 @@ import torch
 import util
 from net.checkpoint import CheckpointError, load_model, save_model
 from net.huffmancoding import huffman_encode_model, minimum_compressed_bytes
-from net.models import DATASETS, build_model
+from net.models import build_model
 from net.prune import validate_rates
 from net.quantization import apply_weight_sharing
 from net.report import format_report, pruning_report
@@ -285,8 +285,7 @@ def run(args, rates, spans=None):
                            arch=args.model, dataset=args.dataset)
     else:
         model = build_model(args.model, args.dataset).to(device)
-    data = (*util.model_split(model, True, args.data_dir, args.subset, device),
-            *util.model_split(model, False, args.data_dir, args.subset, device))
+    data = util.model_data(model, args.data_dir, args.subset, device)
     history, results = [], {'config': config}
 
     if not args.from_initial:
@@ -348,9 +347,8 @@ def run(args, rates, spans=None):
     alive = util.print_nonzeros(model)
     util.log(f'alive_percent_after_retraining {alive:.4f}', args.log)
 
-    size = model.input_size
-    print(f'--- What pruning saves (one {size}x{size} input) ---')
-    report = pruning_report(model, (DATASETS[model.dataset].channels, size, size))
+    print(f'--- What pruning saves (one {model.input_size}x{model.input_size} input) ---')
+    report = pruning_report(model)
     print(format_report(report))
     results |= {'layers': layer_report(model), 'report': report, 'history': history,
                 'wall_seconds': time.time() - started}

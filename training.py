@@ -1,7 +1,7 @@
 """The training loop of pruning.py (masked retraining) and weight_share.py (trained
 quantization).
 
-Batches come augmented from util.batches on the training device; the learning rate
+Batches come from util.batches on the training device (augmented for CIFAR); the learning rate
 follows a one-cycle or constant schedule; after every backward() and every optimizer
 step a hook runs (zero the pruned weights' gradients / re-apply the masks, or sum the
 gradients per cluster / tie the weights to their centroids). Test accuracy is measured
@@ -32,7 +32,7 @@ def make_optimizer(params, name, lr, weight_decay, schedule, total_steps):
     if schedule == 'constant' or total_steps < MIN_ONECYCLE_STEPS:
         return optimizer, None
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=max(1, total_steps), pct_start=0.25)
+        optimizer, max_lr=lr, total_steps=total_steps, pct_start=0.25)
     return optimizer, scheduler
 
 

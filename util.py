@@ -9,6 +9,7 @@ import gzip
 import json
 import os
 import sys
+import zlib
 
 import numpy as np
 import torch
@@ -180,9 +181,10 @@ def load_split(train, data_dir=None, subset=None, dataset='cifar10', size=None):
         images, labels = images[keep], labels[keep]
     elif _idx_path(data_dir, IDX_FILES[train][0]):
         if channels != 1:
-            raise DataError(f'{data_dir} holds MNIST-style *-ubyte files, not {dataset}: '
-                            'pass --dataset mnist or --dataset fashion-mnist')
-        images, labels = _idx_pair(data_dir, train, side, subset)
+            raise DataError(f'{data_dir} holds MNIST-style *-ubyte files, but the model is for '
+                            f'{dataset}: use a model for mnist or fashion-mnist (pruning.py '
+                            '--dataset), or the --data-dir of its data')
+        images, labels = _idx_pair(data_dir, train, side, subset, dataset)
     else:
         images, labels = _image_folder(os.path.join(data_dir, 'train' if train else 'test'),
                                        subset, channels, side, dataset)
@@ -224,7 +226,7 @@ def _idx_path(data_dir, stem):
     return None
 
 
-def _idx_pair(data_dir, train, side, subset):
+def _idx_pair(data_dir, train, side, subset, dataset):
     image_stem, label_stem = IDX_FILES[train]
     label_path = _idx_path(data_dir, label_stem)
     if label_path is None:
@@ -236,8 +238,16 @@ def _idx_pair(data_dir, train, side, subset):
     if images.ndim != 3 or images.shape[1:] != (side, side) or labels.shape != images.shape[:1]:
         raise DataError(f'{data_dir}: {image_stem} holds {images.shape}, {label_stem} '
                         f'{labels.shape}; expected N images of {side}x{side} and N labels')
+    if labels.max(initial=0) >= DATASETS[dataset].classes:  # the loss would fail mid-run
+        raise _wrong_classes(label_path, f'labels up to {labels.max()}', dataset)
     keep = _subset_indices(len(labels), subset)
     return images[keep][..., None], labels[keep]
+
+
+def _wrong_classes(source, found, dataset):
+    return DataError(f'{source} has {found}, but {dataset} has {DATASETS[dataset].classes} '
+                     'classes: pass the --dataset of this data, or the --data-dir of the '
+                     "model's data")
 
 
 def read_idx(path):
@@ -247,7 +257,7 @@ def read_idx(path):
     try:
         with opener(path, 'rb') as f:
             data = f.read()
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zlib.error) as err:  # zlib.error: corrupt deflate data
         raise DataError(f'cannot read {path}: {err}') from None
     if len(data) < 4 or data[:3] != b'\x00\x00\x08':
         raise DataError(f'{path} is not an IDX file of unsigned bytes (wrong magic)')
@@ -268,6 +278,8 @@ def _image_folder(root, subset, channels, side, dataset):
                         'test/<class>/* (torchvision ImageFolder layout)'
                         + (' or the four *-ubyte.gz files' if channels == 1 else ''))
     folder = datasets.ImageFolder(root)
+    if len(folder.classes) != DATASETS[dataset].classes:  # else a silently wrong model
+        raise _wrong_classes(root, f'{len(folder.classes)} class folders', dataset)
     samples = [folder.samples[i] for i in _subset_indices(len(folder.samples), subset)]
     images = np.empty((len(samples), side, side, channels), dtype=np.uint8)
     for i, (path, _) in enumerate(samples):
@@ -285,6 +297,12 @@ def cached_split(train, data_dir, subset, dataset='cifar10', size=None):
     return load_split(train, data_dir, subset, dataset, size)
 
 
+def model_data(model, data_dir, subset, device):
+    """(train images, train labels, test images, test labels) for model, on device."""
+    return (*model_split(model, True, data_dir, subset, device),
+            *model_split(model, False, data_dir, subset, device))
+
+
 def model_split(model, train, data_dir, subset, device):
     """load_split for what model was built for (its dataset, padded to its input size),
     on device; the test split is cached."""
@@ -294,7 +312,7 @@ def model_split(model, train, data_dir, subset, device):
 
 
 def normalize(images):
-    """uint8 [B, 3, H, W] -> float, as ToTensor() + Normalize((0.1307,), (0.3081,))."""
+    """uint8 [B, C, H, W] -> float, as ToTensor() + Normalize((0.1307,), (0.3081,))."""
     return images.float().mul_(1 / (255 * NORM_STD)).sub_(NORM_MEAN / NORM_STD)
 
 

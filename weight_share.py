@@ -11,7 +11,7 @@ import torch
 
 import util
 from net.checkpoint import CheckpointError, load_model, save_model
-from net.quantization import INITS, SharedWeights, apply_weight_sharing, check_bits
+from net.quantization import INITS, SharedWeights, apply_weight_sharing, check_bits, validate_bits
 from training import fit, make_optimizer
 
 
@@ -42,8 +42,8 @@ def parse_args(argv=None):
 
 
 def parse_bits(text):
-    """--bits: an integer, or a JSON object layer -> integer (the names are checked
-    against the model by check_layer_names)."""
+    """--bits: an integer, or a JSON object layer -> integer (the layer names are checked
+    against the model by net.quantization.validate_bits)."""
     try:
         bits = json.loads(text)
     except json.JSONDecodeError as err:
@@ -52,13 +52,6 @@ def parse_bits(text):
         return {name: check_bits(value) for name, value in bits.items()}
     return check_bits(bits)
 
-
-def check_layer_names(bits, model):
-    if isinstance(bits, dict):
-        names = [name for name, _ in model.prunable_layers()]
-        unknown = sorted(set(bits) - set(names))
-        if unknown:
-            raise ValueError(f'unknown layer name(s) {unknown} in --bits; valid names are {names}')
 
 
 def main(argv=None):
@@ -71,8 +64,7 @@ def main(argv=None):
 
 def trained_quantization(model, args, device, history):
     """Fine-tune the shared values and biases; zeros and cluster assignments stay fixed."""
-    data = (*util.model_split(model, True, args.data_dir, args.subset, device),
-            *util.model_split(model, False, args.data_dir, args.subset, device))
+    data = util.model_data(model, args.data_dir, args.subset, device)
     shared = SharedWeights(model)
     biases = [m.bias for _, m in model.prunable_layers() if m.bias is not None]
     steps = -(-len(data[1]) // args.batch_size) * args.quantize_epochs
@@ -95,7 +87,7 @@ def run(args, bits):
     util.log(f'weight_share.py config {json.dumps(config)}', args.log)
     model = load_model(args.load_model_path, device, made_by='pruning.py', arch=args.model,
                        dataset=args.dataset)
-    check_layer_names(bits, model)
+    validate_bits(model, bits)
 
     print('--- Accuracy before weight sharing ---')
     before = util.test(model, use_cuda)

@@ -23,7 +23,7 @@ from common import final_or_synthetic_model
 
 from net.container import _gap_codes, _live_units, load_compressed, save_compressed, strip_dead_units
 from net.huffmancoding import huffman_decode_model, huffman_encode_model
-from net.models import AlexNet
+from net.models import build_model
 
 REPEATS = 5
 
@@ -95,7 +95,7 @@ def main():
         with contextlib.redirect_stdout(io.StringIO()):  # its per-layer table
             hw_encode_s, hw_rows = timed(lambda: huffman_encode_model(model, homework,
                                                                       os.path.join(tmp, 'log')))
-        hw_decode_s, _ = timed(lambda: huffman_decode_model(AlexNet(), homework))
+        hw_decode_s, _ = timed(lambda: huffman_decode_model(build_model(model.arch, model.dataset), homework))
     rows = layer_rows(model, report)
     print(f"{'layer':7}{'non-zeros':>10}{'bytes':>7}{'value b/w':>10}{'H value':>9}"
           f"{'pos b/w':>9}{'H pos':>8}{'paper pos':>10}{'all b/w':>9}")

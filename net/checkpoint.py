@@ -77,7 +77,8 @@ def check_architecture(model, path):
         raise CheckpointError(f"{path} holds a {type(model).__name__}, not a whole model of this "
                               f"project ({', '.join(MODELS)}; save it with torch.save(model, path))")
     if model.dataset not in DATASETS:
-        raise CheckpointError(f"{path} records an unknown dataset {model.dataset!r}")
+        raise CheckpointError(f"{path} records an unknown dataset {model.dataset!r} (this version "
+                              f"knows {sorted(DATASETS)}); update this project or retrain")
     with torch.device('meta'):  # shapes only: no memory, no initialisation cost
         reference = build_model(model.arch, model.dataset)
     expected = {k: v.shape for k, v in reference.state_dict().items()}

@@ -77,6 +77,7 @@ class LeNet300(PruningModule):
     """LeNet-300-100: fc1 (pixels -> 300), fc2 (300 -> 100), fc3 (100 -> classes);
     266,610 parameters on MNIST."""
     arch = 'lenet300'
+    dataset = 'mnist'  # what the constructor's defaults fit; build_model sets the real one
     input_size = 28
     fixed_size = False  # built for the dataset's image size
     default_rates = {'fc1': 8, 'fc2': 9, 'fc3': 26}  # the paper's Table 2
@@ -99,6 +100,7 @@ class LeNet5(PruningModule):
     """LeNet-5 as in Caffe and the paper: conv1 (20 5x5 filters), conv2 (50), fc1 (500),
     fc2; 431,080 parameters on MNIST. ReLU after every hidden layer."""
     arch = 'lenet5'
+    dataset = 'mnist'
     input_size = 28
     fixed_size = False
     default_rates = {'conv1': 66, 'conv2': 12, 'fc1': 8, 'fc2': 19}  # the paper's Table 3
@@ -173,6 +175,11 @@ def build_model(arch='alexnet', dataset='cifar10'):
     model = cls(num_classes=inputs.classes, in_channels=inputs.channels, image_size=size)
     model.dataset = dataset
     return model
+
+
+def input_shape(model):
+    """(channels, height, width) of one input of model."""
+    return DATASETS[model.dataset].channels, model.input_size, model.input_size
 
 
 def describe(model):

@@ -27,13 +27,14 @@ class PruningModule(nn.Module):
         """(name, module) of every conv and fc layer, in definition order."""
         return [(name, m) for name, m in self.named_modules() if isinstance(m, PRUNABLE)]
 
-    def prune_by_percentile(self, q=DEFAULT_PRUNE_RATE):
+    def prune_by_percentile(self, q=None):
         """Keep the q[name] percent largest-magnitude weights of each layer.
 
-        ``q`` maps layer name -> percent kept (0..100); a number applies to every layer.
+        ``q`` maps layer name -> percent kept (0..100); a number applies to every layer;
+        None: the model's ``default_rates`` (the paper's, e.g. DEFAULT_PRUNE_RATE for AlexNet).
         The threshold is the (100 - q)th percentile of |W|.
         """
-        rates = validate_rates(self, q)
+        rates = validate_rates(self, self.default_rates if q is None else q)
         for name, module in self.prunable_layers():
             if name not in rates:
                 continue

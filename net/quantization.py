@@ -70,18 +70,28 @@ def apply_weight_sharing(model, bits=5, init='linear'):
     """
     if init not in INITS:
         raise ValueError(f'unknown centroid initialisation {init!r}; use one of {INITS}')
-    per_layer = bits if isinstance(bits, dict) else {}
-    default = 5 if isinstance(bits, dict) else check_bits(bits)
-    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    unknown = sorted(set(per_layer) - {name for name, _ in layers})
-    if unknown:
-        raise ValueError(f'unknown layer name(s) {unknown} in bits; valid names are '
-                         f'{[name for name, _ in layers]}')
-    for name, module in layers:
-        layer_bits = check_bits(per_layer.get(name, default))
+    per_layer = validate_bits(model, bits)
+    for name, module in _layers(model):
+        layer_bits = per_layer[name]
         weight = module.weight.data
         shared = share_weights(weight.cpu().numpy(), layer_bits, init)
         weight.copy_(torch.from_numpy(shared))
+
+
+def _layers(model):
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def validate_bits(model, bits):
+    """bits (an int, or a dict layer name -> int, missing layers 5) as a checked dict
+    covering every conv and fc layer of model."""
+    names = [name for name, _ in _layers(model)]
+    if not isinstance(bits, dict):
+        return dict.fromkeys(names, check_bits(bits))
+    unknown = sorted(set(bits) - set(names))
+    if unknown:
+        raise ValueError(f'unknown layer name(s) {unknown} in --bits; valid names are {names}')
+    return {name: check_bits(bits.get(name, 5)) for name in names}
 
 
 class SharedWeights:

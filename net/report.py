@@ -7,6 +7,8 @@ no weight reads are removed (what filter or channel pruning buys on ordinary har
 """
 import torch
 
+from . import models
+
 
 def output_positions(model, input_shape):
     """{layer name: output positions per input (H*W for conv, 1 for fc)}, from one forward
@@ -26,10 +28,12 @@ def output_positions(model, input_shape):
     return positions
 
 
-def pruning_report(model, input_shape=(3, 32, 32)):
+def pruning_report(model, input_shape=None):
     """[row per layer] + [total row]: parameters, non-zeros, dense float32 bytes, and MACs
-    dense / sparse / compact (see the module docstring)."""
-    positions = output_positions(model, input_shape)
+    dense / sparse / compact (see the module docstring), for one input of `shape`
+    (default: what the model takes)."""
+    shape = models.input_shape(model) if input_shape is None else input_shape
+    positions = output_positions(model, shape)
     rows = []
     for name, layer in model.prunable_layers():
         weight = layer.weight.detach()

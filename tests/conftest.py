@@ -1,5 +1,7 @@
+import gzip
 import os
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -45,3 +47,19 @@ def synthetic_data():
     images = torch.randint(0, 256, (96, 3, 32, 32), dtype=torch.uint8, generator=g)
     labels = (images[:, 0, :16].float().mean((1, 2)) > 127.5).long()
     return images[:64], labels[:64], images[64:], labels[64:]
+
+
+def write_idx(path, array):
+    """The official IDX layout: magic 0 0 8 ndim, big-endian dimensions, bytes; gzipped."""
+    header = bytes([0, 0, 8, array.ndim]) + b''.join(d.to_bytes(4, 'big') for d in array.shape)
+    with gzip.open(path, 'wb') as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def fake_mnist_dir(directory, n_train=50, n_test=20, seed=0):
+    """A folder of the four *-ubyte.gz files with random 28x28 images."""
+    rng = np.random.default_rng(seed)
+    for stem, n in (('train', n_train), ('t10k', n_test)):
+        write_idx(directory / f'{stem}-images-idx3-ubyte.gz', rng.integers(0, 256, (n, 28, 28)))
+        write_idx(directory / f'{stem}-labels-idx1-ubyte.gz', rng.integers(0, 10, n))
+    return str(directory)

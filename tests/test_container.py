@@ -181,6 +181,25 @@ def test_unknown_version(encoded):
         decode_model(encoded[:3] + bytes([7]) + encoded[4:])
 
 
+def test_version_1_files_without_a_dataset_load_as_cifar10(encoded):
+    _, sections = container._split_sections(encoded, 'x')
+    header = sections[0][1]
+    _, arch_end = container._read_text(header, 0)
+    _, dataset_end = container._read_text(header, arch_end)
+    version_1 = (container.MAGIC + bytes([1])
+                 + container._section(container.HEADER, header[:arch_end] + header[dataset_end:])
+                 + b''.join(container._section(tag, payload) for tag, payload in sections[1:]))
+    model = decode_model(version_1)
+    assert model.dataset == 'cifar10'
+    assert params_equal(model, decode_model(encoded))
+
+
+def test_unknown_dataset(encoded, monkeypatch):
+    monkeypatch.delitem(container.DATASETS, 'cifar10')
+    with pytest.raises(ContainerError, match="unknown dataset 'cifar10'"):
+        decode_model(encoded)
+
+
 def test_unknown_architecture(encoded, monkeypatch):
     monkeypatch.delitem(container.MODELS, 'tiny')
     with pytest.raises(ContainerError, match="unknown architecture 'tiny'"):

@@ -7,7 +7,7 @@ import torch
 from torchvision import transforms
 
 import util
-from tests.conftest import DATA_DIR, FASHION_DIR
+from tests.conftest import DATA_DIR, FASHION_DIR, fake_mnist_dir, write_idx
 
 
 def test_normalize_matches_the_starter_transform():
@@ -58,31 +58,28 @@ def test_missing_data_dir_is_a_clear_error(tmp_path):
         util.load_split(True, str(tmp_path))
 
 
-def test_wrong_image_size_is_a_clear_error(tmp_path):
+def image_folder(root, classes, shape, split='test'):
+    """An ImageFolder split with one image of `shape` per class folder (named 0, 1, ...)."""
     from PIL import Image
-    (tmp_path / 'test' / 'cat').mkdir(parents=True)
-    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / 'test' / 'cat' / '1.png')
+    for label in range(classes):
+        (root / split / str(label)).mkdir(parents=True)
+        Image.fromarray(np.full(shape, 200, np.uint8)).save(root / split / str(label) / '1.png')
+    return str(root)
+
+
+def test_wrong_image_size_is_a_clear_error(tmp_path):
     with pytest.raises(util.DataError, match='must be 32x32'):
-        util.load_split(False, str(tmp_path))
+        util.load_split(False, image_folder(tmp_path, 10, (64, 64, 3)))
+
+
+@pytest.mark.parametrize('classes', [9, 100])
+def test_a_folder_with_other_classes_than_the_dataset_is_refused(tmp_path, classes):
+    with pytest.raises(util.DataError, match=f'has {classes} class folders, but cifar10 has 10 '
+                                             'classes: pass the --dataset of this data'):
+        util.load_split(False, image_folder(tmp_path, classes, (32, 32, 3)))
 
 
 # ---------------------------------------------------------------- MNIST-style IDX files
-def write_idx(path, array):
-    """The official IDX layout: magic 0 0 8 ndim, big-endian dimensions, bytes; gzipped."""
-    header = bytes([0, 0, 8, array.ndim]) + b''.join(d.to_bytes(4, 'big') for d in array.shape)
-    with gzip.open(path, 'wb') as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
-def fake_mnist_dir(directory, n_train=50, n_test=20, seed=0):
-    """A folder of the four *-ubyte.gz files with random 28x28 images."""
-    rng = np.random.default_rng(seed)
-    for stem, n in (('train', n_train), ('t10k', n_test)):
-        write_idx(directory / f'{stem}-images-idx3-ubyte.gz', rng.integers(0, 256, (n, 28, 28)))
-        write_idx(directory / f'{stem}-labels-idx1-ubyte.gz', rng.integers(0, 10, n))
-    return str(directory)
-
-
 def test_idx_folder_loads_and_pads_to_the_model_size(tmp_path):
     root = fake_mnist_dir(tmp_path)
     images, labels = util.load_split(True, root, dataset='fashion-mnist')
@@ -109,21 +106,32 @@ def test_bad_idx_files_are_clear_errors(tmp_path, damage, message):
         util.read_idx(str(tmp_path / 'x'))
 
 
+def test_corrupt_gzip_is_a_clear_error(tmp_path):
+    write_idx(tmp_path / 'x.gz', np.zeros((3, 28, 28)))
+    data = bytearray((tmp_path / 'x.gz').read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside the deflate stream
+    (tmp_path / 'x.gz').write_bytes(bytes(data))
+    with pytest.raises(util.DataError, match='cannot read'):
+        util.read_idx(str(tmp_path / 'x.gz'))
+
+
 def test_idx_folder_errors_name_the_fix(tmp_path):
     root = fake_mnist_dir(tmp_path)
-    with pytest.raises(util.DataError, match='pass --dataset mnist or --dataset fashion-mnist'):
+    with pytest.raises(util.DataError, match='MNIST-style .* but the model is for cifar10'):
         util.load_split(True, root, dataset='cifar10')
+    write_idx(tmp_path / 'train-labels-idx1-ubyte.gz', np.full(50, 42))
+    with pytest.raises(util.DataError, match='has labels up to 42, but mnist has 10 classes'):
+        util.load_split(True, root, dataset='mnist')
     os.remove(os.path.join(root, 't10k-labels-idx1-ubyte.gz'))
     with pytest.raises(util.DataError, match='no t10k-labels-idx1-ubyte'):
         util.load_split(False, root, dataset='mnist')
 
 
 def test_grayscale_image_folder(tmp_path):
-    from PIL import Image
-    (tmp_path / 'train' / 'shoe').mkdir(parents=True)
-    Image.fromarray(np.full((28, 28, 3), 200, np.uint8)).save(tmp_path / 'train' / 'shoe' / '1.png')
-    images, labels = util.load_split(True, str(tmp_path), dataset='fashion-mnist')
-    assert images.shape == (1, 1, 28, 28) and int(images.max()) == 200
+    images, labels = util.load_split(True, image_folder(tmp_path, 10, (28, 28, 3), 'train'),
+                                     dataset='fashion-mnist')
+    assert images.shape == (10, 1, 28, 28) and int(images.min()) == 200
+    assert labels.tolist() == list(range(10))
 
 
 @pytest.mark.skipif(not os.path.isdir(FASHION_DIR), reason='dataset-fashion-mnist not installed')

@@ -1,12 +1,15 @@
 """Every model on every dataset: shapes, and one prune / share / encode pass on random weights."""
+import os
+
 import pytest
 import torch
 
 from net.checkpoint import CheckpointError, load_model, save_model
-from net.container import decode_model, encode_model, strip_dead_units
+from net.container import decode_model, encode_model, load_compressed, strip_dead_units
 from net.huffmancoding import huffman_decode_model, huffman_encode_model
-from net.models import DATASETS, MODELS, build_model, check_model
+from net.models import DATASETS, MODELS, LeNet5, LeNet300, build_model, check_model
 from net.quantization import apply_weight_sharing
+from tests.conftest import ROOT
 
 # The paper's parameter counts (weights + biases) for its own datasets.
 PARAMETERS = {('alexnet', 'cifar10'): 20_344_650, ('lenet300', 'mnist'): 266_610,
@@ -63,6 +66,26 @@ def test_a_checkpoint_whose_shapes_contradict_its_dataset_is_refused(tmp_path):
     save_model(model, tmp_path / 'm.ptmodel')
     with pytest.raises(CheckpointError, match='is not lenet300 for cifar100: parameter fc1.weight'):
         load_model(tmp_path / 'm.ptmodel')
+
+
+def test_an_old_alexnet_checkpoint_loads_as_cifar10(tmp_path):
+    model = build_model()
+    del model.dataset  # as pickled before models recorded their dataset
+    save_model(model, tmp_path / 'old.ptmodel')
+    loaded = load_model(tmp_path / 'old.ptmodel', arch='alexnet', dataset='cifar10')
+    assert 'dataset' not in vars(loaded) and loaded.dataset == 'cifar10'
+
+
+def test_the_shipped_model_loads_as_alexnet_for_cifar10():
+    model = load_compressed(os.path.join(ROOT, 'models', 'alexnet-cifar10.dcz'))
+    assert (model.arch, model.dataset) == ('alexnet', 'cifar10')
+    assert model.fc3.weight.shape == (10, 4096) and model.conv1.weight.shape == (64, 3, 11, 11)
+
+
+def test_lenets_built_directly_are_mnist_models():
+    for cls in (LeNet300, LeNet5):
+        assert check_model(cls(), 'x', cls.arch, 'mnist') is None
+        assert cls().prune_by_percentile() is None  # their own default rates
 
 
 def random_pruned_shared(arch, dataset, keep):

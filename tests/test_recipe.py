@@ -15,7 +15,13 @@ import pruning
 import weight_share
 from net.analysis import bits_sensitivity, prune_sensitivity
 from net.models import AlexNet, build_model
-from net.quantization import SharedWeights, apply_weight_sharing, initial_centroids, share_weights
+from net.quantization import (
+    SharedWeights,
+    apply_weight_sharing,
+    initial_centroids,
+    share_weights,
+    validate_bits,
+)
 from tests.conftest import ROOT
 from training import fit, make_optimizer
 
@@ -202,7 +208,7 @@ def test_missing_recipe_file_is_one_clear_error(tmp_path, capsys):
 ])
 def test_bad_per_layer_bits_are_refused(text, message):
     with pytest.raises(ValueError, match=re.escape(message)):
-        weight_share.check_layer_names(weight_share.parse_bits(text), AlexNet())
+        validate_bits(AlexNet(), weight_share.parse_bits(text))
 
 
 # ---------------------------------------------------------------- centroid initialisation
@@ -331,5 +337,5 @@ def test_shipped_recipes_parse_for_all_three_scripts(name):
     pruning.parse_rates(args.rates, layers)
     pruning.parse_spans(args.round_spans, layers)
     shared = weight_share.parse_args(['--config', path])
-    weight_share.check_layer_names(weight_share.parse_bits(shared.bits), layers)
+    validate_bits(layers, weight_share.parse_bits(shared.bits))
     huffman_encode.parse_args(['--config', path])

@@ -10,8 +10,7 @@ import torch
 
 from net.checkpoint import save_model
 from net.models import AlexNet, build_model
-from tests.conftest import DATA_DIR, ROOT
-from tests.test_data import fake_mnist_dir
+from tests.conftest import DATA_DIR, ROOT, fake_mnist_dir
 
 
 def run(script, *args, cwd):
