@@ -138,3 +138,19 @@ def test_grayscale_image_folder(tmp_path):
 def test_the_official_fashion_mnist_files():
     images, labels = util.load_split(False, FASHION_DIR, dataset='fashion-mnist')
     assert images.shape == (10000, 1, 28, 28) and torch.equal(labels.bincount(), torch.full((10,), 1000))
+
+
+@pytest.mark.parametrize('dataset, data, shape', [
+    ('fashion-mnist', torch.zeros(5, 28, 28, dtype=torch.uint8), (5, 1, 28, 28)),  # a tensor
+    ('cifar100', np.zeros((5, 32, 32, 3), np.uint8), (5, 3, 32, 32)),  # a numpy array, NHWC
+])
+def test_torchvision_downloads_become_uint8_nchw(monkeypatch, dataset, data, shape):
+    from torchvision import datasets
+
+    class Downloaded:
+        def __init__(self, root, train, download):
+            assert (root, download) == ('data', True)
+            self.data, self.targets = data, list(range(5))
+    monkeypatch.setattr(datasets, util.TORCHVISION[dataset], Downloaded)
+    images, labels = util.load_split(True, dataset=dataset)
+    assert images.shape == shape and images.dtype == torch.uint8 and labels.tolist() == list(range(5))
