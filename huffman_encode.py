@@ -158,9 +158,10 @@ def describe_pack(report, args, homework):
         'dense_float32_bytes': report['dense_bytes'],
         'layers': {r['layer']: {k: v for k, v in r.items() if k != 'layer'} for r in report['layers']},
         'command': args.command,
-        'note': 'Accuracy measured on the data named above; a re-encoded copy (such as the '
-                'JPEG copy of CIFAR-10) differs slightly from the official test set, so accuracy '
-                'there may differ.'}
+        'note': 'Trained and measured on the data named above' + (
+            f'. {args.data_dir} is an offline copy; a re-encoded copy (such as this project\'s '
+            '../shared/data/cifar10-jpg, a JPEG copy of CIFAR-10) differs slightly from the '
+            'official test set, so accuracy there may differ.' if args.data_dir else '.')}
 
 
 def unpack(args, config, use_cuda):
