@@ -25,7 +25,7 @@ class PruningModule(nn.Module):
 
     def prunable_layers(self):
         """(name, module) of every conv and fc layer, in definition order."""
-        return [(name, m) for name, m in self.named_modules() if isinstance(m, PRUNABLE)]
+        return prunable_layers(self)
 
     def prune_by_percentile(self, q=None):
         """Keep the q[name] percent largest-magnitude weights of each layer.
@@ -123,6 +123,11 @@ class PruningModule(nn.Module):
         for _, module in self.prunable_layers():
             if hasattr(module, 'weight_mask') and module.weight.grad is not None:
                 module.weight.grad.mul_(module.weight_mask)
+
+
+def prunable_layers(model):
+    """(name, module) of every conv and fc layer of any nn.Module, in definition order."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, PRUNABLE)]
 
 
 def layer_mask(module):

@@ -4,6 +4,8 @@ import torch
 from sklearn.cluster import KMeans
 from torch import nn
 
+from .prune import prunable_layers
+
 
 def check_bits(bits):
     if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
@@ -71,21 +73,17 @@ def apply_weight_sharing(model, bits=5, init='linear'):
     if init not in INITS:
         raise ValueError(f'unknown centroid initialisation {init!r}; use one of {INITS}')
     per_layer = validate_bits(model, bits)
-    for name, module in _layers(model):
+    for name, module in prunable_layers(model):
         layer_bits = per_layer[name]
         weight = module.weight.data
         shared = share_weights(weight.cpu().numpy(), layer_bits, init)
         weight.copy_(torch.from_numpy(shared))
 
 
-def _layers(model):
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-
-
 def validate_bits(model, bits):
     """bits (an int, or a dict layer name -> int, missing layers 5) as a checked dict
     covering every conv and fc layer of model."""
-    names = [name for name, _ in _layers(model)]
+    names = [name for name, _ in prunable_layers(model)]
     if not isinstance(bits, dict):
         return dict.fromkeys(names, check_bits(bits))
     unknown = sorted(set(bits) - set(names))
