@@ -98,7 +98,7 @@ class PruningModule(nn.Module):
             if not isinstance(following, nn.Linear) or layer.bias is None or following.bias is None:
                 continue
             units = layer.weight.shape[0]
-            fed = _live(layer).view(units, -1).any(1)
+            fed = live_weights(layer).view(units, -1).any(1)
             constant = ~fed & _units_read(following, units)
             if not constant.any():
                 continue
@@ -139,10 +139,10 @@ def layer_mask(module):
 def _units_read(layer, units):
     """Which of the previous layer's `units` outputs some weight of `layer` may still read
     (not pruned, or not zero)."""
-    return units_read(_live(layer), units)
+    return units_read(live_weights(layer), units)
 
 
-def _live(layer):
+def live_weights(layer):
     """Which weights of layer may still be non-zero (not pruned, or not zero)."""
     return (layer_mask(layer) != 0) | (layer.weight.data != 0)
 
