@@ -1,0 +1,198 @@
+"""Faster training: the compact copy of a pruned network (net/compact.py), bfloat16
+autocast, fused optimizers and pruning.py's --time-limit."""
+import copy
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import pruning
+from net.compact import compact_copy, parameter_count, write_back
+from net.prune import PruningModule, set_mask
+from training import fit, make_optimizer
+
+
+class ChainNet(PruningModule):
+    """conv1 -> conv2 -> flatten (4x4 positions per channel) -> fc1 -> fc2."""
+    arch = 'chain'
+    input_size = 32
+    default_rates = {}
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.conv2 = nn.Conv2d(6, 8, 3, padding=1)
+        self.fc1 = nn.Linear(8 * 4 * 4, 12)
+        self.fc2 = nn.Linear(12, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 4)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return F.log_softmax(self.fc2(F.relu(self.fc1(x.flatten(1)))), dim=1)
+
+
+def cut(layer, inputs=None, outputs=None):
+    """Mask out whole input units (conv channels or fc columns of a channel's 16 features)
+    or output units of a layer."""
+    mask = torch.ones_like(layer.weight)
+    per_unit = 16 if isinstance(layer, nn.Linear) and layer.in_features == 128 else 1
+    for unit in inputs or []:
+        mask[:, unit * per_unit:(unit + 1) * per_unit] = 0
+    for unit in outputs or []:
+        mask[unit] = 0
+    layer.weight.data *= mask
+    set_mask(layer, mask)
+
+
+@pytest.fixture
+def pruned_chain():
+    """A ChainNet in which conv1's filter 1, conv2's filters 2 and 7 and fc1's units 0, 3
+    and 5 are read by nothing."""
+    torch.manual_seed(0)
+    model = ChainNet()
+    model.prune_by_percentile(60)
+    cut(model.conv2, inputs=[1])
+    cut(model.fc1, inputs=[2, 7])
+    cut(model.fc2, inputs=[0, 3, 5])
+    model.prune_dead_units()
+    return model
+
+
+def shapes(model):
+    return {name: tuple(layer.weight.shape) for name, layer in model.prunable_layers()}
+
+
+def test_compact_copy_holds_exactly_the_read_units(pruned_chain):
+    small = compact_copy(pruned_chain).model
+    assert shapes(small) == {'conv1': (5, 3, 3, 3), 'conv2': (6, 5, 3, 3),
+                             'fc1': (9, 6 * 16), 'fc2': (10, 9)}
+    assert parameter_count(small) == (5 * 27 + 5) + (6 * 45 + 6) + (9 * 96 + 9) + (10 * 9 + 10)
+    assert small.fc1.in_features == 96 and small.conv2.out_channels == 6
+    # The masks come along, cut the same way.
+    assert torch.equal(small.fc2.weight_mask, pruned_chain.fc2.weight_mask[:, [1, 2, 4, 6, 7, 8, 9, 10, 11]])
+
+
+def test_compact_copy_computes_the_same_function(pruned_chain):
+    small = compact_copy(pruned_chain).model
+    x = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(small(x), pruned_chain(x), atol=1e-6)
+
+
+def test_write_back_fills_the_kept_units_and_leaves_the_others(pruned_chain):
+    before = {name: p.clone() for name, p in pruned_chain.named_parameters()}
+    compacted = compact_copy(pruned_chain)
+    with torch.no_grad():
+        for _, layer in compacted.model.prunable_layers():
+            layer.weight.add_(layer.weight_mask)  # pruned weights stay zero
+            layer.bias.add_(1)
+    write_back(pruned_chain, compacted)
+    after = dict(pruned_chain.named_parameters())
+    for name, p in compact_copy(pruned_chain).model.named_parameters():
+        assert torch.equal(p, dict(compacted.model.named_parameters())[name]), name
+    # conv1's filter 1 and fc1's unit 0 were left out: untouched.
+    assert torch.equal(after['conv1.weight'][1], before['conv1.weight'][1])
+    assert torch.equal(after['fc1.bias'][[0, 3, 5]], before['fc1.bias'][[0, 3, 5]])
+    assert torch.equal(after['conv1.weight'][0],
+                       before['conv1.weight'][0] + pruned_chain.conv1.weight_mask[0])
+
+
+def test_a_model_with_parameters_outside_its_layers_is_refused():
+    model = ChainNet()
+    model.norm = nn.BatchNorm2d(6)
+    with pytest.raises(ValueError, match='no normalisation layers'):
+        compact_copy(model)
+
+
+def retrain(model, data, tmp_path, *flags):
+    args = pruning.parse_args(['--batch-size', '16', '--lr', '0.01', '--log', str(tmp_path / 'log.txt'),
+                               *flags])
+    pruning.train(model, data, args, 2, args.lr, 'test', torch.Generator().manual_seed(0), [])
+
+
+def test_compact_retraining_keeps_the_zeros_and_trains_the_rest(pruned_chain, synthetic_data, tmp_path):
+    masks = {name: layer.weight_mask.clone() for name, layer in pruned_chain.prunable_layers()}
+    before = {name: p.clone() for name, p in pruned_chain.named_parameters()}
+    retrain(pruned_chain, synthetic_data, tmp_path, '--compact-training')
+    for name, layer in pruned_chain.prunable_layers():
+        assert (layer.weight[masks[name] == 0] == 0).all(), name
+        kept = masks[name] != 0
+        assert not torch.equal(layer.weight[kept], before[f'{name}.weight'][kept]), name
+    assert torch.equal(pruned_chain.fc1.bias[[0, 3, 5]], before['fc1.bias'][[0, 3, 5]])
+
+
+def test_compact_retraining_matches_full_retraining(pruned_chain, synthetic_data, tmp_path):
+    full = copy.deepcopy(pruned_chain)
+    retrain(full, synthetic_data, tmp_path)
+    retrain(pruned_chain, synthetic_data, tmp_path, '--compact-training')
+    x = synthetic_data[2].float() / 255
+    with torch.no_grad():
+        assert torch.allclose(full(x), pruned_chain(x), atol=1e-4)
+
+
+def test_compact_retraining_drops_the_weights_of_unread_units_first(synthetic_data, tmp_path):
+    torch.manual_seed(0)
+    model = ChainNet()
+    cut(model.fc2, inputs=[4])  # fc1's unit 4 is unread but keeps its incoming weights
+    retrain(model, synthetic_data, tmp_path, '--compact-training')
+    assert (model.fc1.weight[4] == 0).all() and (model.fc1.weight_mask[4] == 0).all()
+
+
+def test_bf16_runs_the_forward_pass_in_bfloat16(tiny, synthetic_data):
+    dtypes = []
+    tiny.fc1.register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
+    for bf16 in (False, True):
+        optimizer, _ = make_optimizer(tiny.parameters(), 'adam', 1e-3, 0, 'constant', 4)
+        fit(tiny, synthetic_data, 1, optimizer, None, phase='t', generator=torch.Generator(),
+            history=[], batch_size=64, after_backward=lambda: None, after_step=lambda: None,
+            bf16=bf16)
+    # One training batch and one test batch per epoch: the test pass stays float32.
+    assert dtypes == [torch.float32, torch.float32, torch.bfloat16, torch.float32]
+    assert all(p.dtype == torch.float32 for p in tiny.parameters())
+
+
+@pytest.mark.parametrize('name', ['adam', 'sgd'])
+def test_optimizers_on_the_cpu_are_fused(tiny, name):
+    optimizer, _ = make_optimizer(tiny.parameters(), name, 1e-3, 0, 'constant', 4)
+    assert optimizer.defaults['fused'] is True
+
+
+# ---------------------------------------------------------------- --time-limit
+def test_out_of_time_judges_by_the_last_round():
+    args = pruning.parse_args(['--time-limit', '10', '--re-epochs', '4'])
+    now = pruning.time.time()
+    assert not pruning.out_of_time(args, now - 300, round_seconds=100, epoch_seconds=40)  # 9.3 min
+    assert pruning.out_of_time(args, now - 300, round_seconds=100, epoch_seconds=60)  # 10.7 min
+    assert not pruning.out_of_time(pruning.parse_args([]), now - 1e6, 1e6, 1e6)
+
+
+def test_time_limit_must_be_positive(capsys):
+    with pytest.raises(SystemExit):
+        pruning.parse_args(['--time-limit', '0'])
+    assert capsys.readouterr().err.strip() == ('error: --time-limit must be a positive number of '
+                                               'minutes, got 0.0')
+
+
+def test_time_limit_ends_the_rounds_with_the_final_epochs(tmp_path, monkeypatch):
+    epochs = []
+    monkeypatch.setattr(pruning, 'train', lambda model, data, args, n, *a: epochs.append(n))
+    monkeypatch.setattr(pruning.util, 'test', lambda *a, **k: 60)
+    fake = torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.long)
+    monkeypatch.setattr(pruning.util, 'model_split', lambda *a: fake)
+    calls = iter([False, True])  # time runs out after round 2
+    monkeypatch.setattr(pruning, 'out_of_time', lambda *a: next(calls))
+    args = pruning.parse_args(['--prune-rounds', '5', '--re-epochs', '7', '--time-limit', '60',
+                               '--log', str(tmp_path / 'log.txt'),
+                               '--save-model-path', str(tmp_path / 'final.ptmodel'),
+                               '--load-model-path', str(tmp_path / 'initial.ptmodel')])
+    with torch.device('meta'):
+        rates = pruning.parse_rates('{"fc2": 1}', pruning.build_model())
+    pruning.run(args, rates)
+    assert epochs == [args.epochs, 2, 2, 7]
+    rounds = json.loads((tmp_path / 'log.pruning.json').read_text())['rounds']
+    assert [r.get('ended_by') for r in rounds] == [None, None, 'time limit']
+    saved = torch.load(tmp_path / 'final.ptmodel', weights_only=False)
+    kept = 100 * int(saved.fc2.weight.count_nonzero()) / saved.fc2.weight.numel()
+    assert kept == pytest.approx(100 * 0.01 ** (2 / 5), rel=1e-3)  # round 2's share
