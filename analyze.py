@@ -98,19 +98,22 @@ def run_bits(args):
 
 
 def run_distribution(args):
-    rows, stages = [], []
-    edges = None
+    values = {}
     for stage, path, made_by in STAGES:
         model = load_model(path, made_by=made_by)
         layers = dict(model.prunable_layers())
         if args.layer not in layers:
             raise ValueError(f'unknown layer {args.layer!r}; valid: {list(layers)}')
         weight = layers[args.layer].weight.detach().cpu().numpy().ravel()
-        values = weight[weight != 0]
-        if edges is None:  # one set of bins, from the dense layer, for all three stages
-            edges = np.linspace(values.min(), values.max(), args.bins + 1)
-        counts, _ = np.histogram(values, edges)
-        stages.append((stage, counts, np.unique(values) if stage == STAGES[-1][0] else None))
+        values[stage] = weight[weight != 0]
+    # One set of bins for all three stages, over all of their values: retraining can move
+    # the survivors beyond the dense layer's range.
+    every = np.concatenate(list(values.values()))
+    edges = np.linspace(every.min(), every.max(), args.bins + 1)
+    rows, stages = [], []
+    for stage, stage_values in values.items():
+        counts, _ = np.histogram(stage_values, edges)
+        stages.append((stage, counts, np.unique(stage_values) if stage == STAGES[-1][0] else None))
         rows += [{'stage': stage, 'bin_low': lo, 'bin_high': hi, 'count': int(c)}
                  for lo, hi, c in zip(edges[:-1], edges[1:], counts, strict=True)]
     write_csv(args.out, rows)

@@ -1,6 +1,7 @@
 """The recipe tools: iterative schedules, dead-unit removal, recipe files, centroid
 initialisations, trained quantization and the sensitivity analyses."""
 import builtins
+import csv
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import huffman_encode
 import pruning
 import weight_share
 from net.analysis import bits_sensitivity, prune_sensitivity
+from net.checkpoint import save_model
 from net.models import AlexNet, build_model
 from net.quantization import (
     SharedWeights,
@@ -313,6 +315,28 @@ def test_analysis_plots_with_matplotlib(tmp_path):
             for layer in ('conv1', 'fc1') for k, a in ((50, 60.0), (5, 40.0))]
     analyze.plot_curves(str(tmp_path / 'out'), rows, 'kept_percent', 'kept', True, 't')
     assert (tmp_path / 'out.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def test_distribution_counts_every_weight_of_every_stage(tmp_path, monkeypatch):
+    """Retrained survivors often grow beyond the dense layer's range; the bins must still
+    count them (they once fell outside and were silently dropped)."""
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    model = build_model('lenet300', 'mnist')
+    save_model(model, 'saves/initial_model.ptmodel')
+    widest = model.fc3.weight.abs().max().item()
+    model.prune_by_percentile({'fc3': 10})
+    model.fc3.weight.data[model.fc3.weight_mask != 0] *= 3  # beyond the dense range
+    save_model(model, 'saves/model_after_retraining.ptmodel')
+    apply_weight_sharing(model, 2)
+    save_model(model, 'saves/model_after_weight_sharing.ptmodel')
+    analyze.main(['distribution', '--layer', 'fc3', '--bins', '20', '--out', 'dist'])
+    counts = {}
+    with open('dist.csv') as f:
+        for row in csv.DictReader(f):
+            counts[row['stage']] = counts.get(row['stage'], 0) + int(row['count'])
+    assert list(counts.values()) == [1000, 100, 100]
+    assert model.fc3.weight.abs().max().item() > widest
 
 
 
