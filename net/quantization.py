@@ -115,10 +115,13 @@ class SharedWeights:
         return [centroids for *_, centroids in self.layers]
 
     def accumulate_gradients(self):
-        """Each centroid's gradient: the sum of its weights' gradients."""
+        """Each centroid's gradient: the sum of its weights' gradients from the last
+        backward(). The weights' own gradients are then cleared: no optimizer holds the
+        weights, so nothing else would, and the next backward() would add to them."""
         for module, index, labels, centroids in self.layers:
             grad = module.weight.grad.view(-1)[index]
             centroids.grad = torch.zeros_like(centroids).index_add_(0, labels, grad)
+            module.weight.grad = None
 
     def write_back(self):
         """Set every non-zero weight to its (updated) centroid; zeros stay zero."""

@@ -240,12 +240,31 @@ def test_centroid_gradient_is_the_sum_of_its_weights_gradients(tiny):
     shared = SharedWeights(tiny)
     x = torch.randn(4, 3, 32, 32)
     tiny(x).sum().backward()
-    shared.accumulate_gradients()
     module, _, _, centroids = shared.layers[-1]  # fc2
+    weight_grad = module.weight.grad.clone()
+    shared.accumulate_gradients()
     weight = module.weight.data
     for k, value in enumerate(centroids.detach()):
-        assert centroids.grad[k] == pytest.approx(float(module.weight.grad[weight == value].sum()),
+        assert centroids.grad[k] == pytest.approx(float(weight_grad[weight == value].sum()),
                                                   rel=1e-5, abs=1e-6)
+
+
+def test_centroid_gradient_comes_from_the_last_backward_only(tiny):
+    """Nothing but SharedWeights clears the weights' gradients (no optimizer holds them):
+    without that, every step's centroid gradient was the sum over all earlier steps."""
+    apply_weight_sharing(tiny, 2)
+    shared = SharedWeights(tiny)
+    first, second = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)
+    tiny(first).sum().backward()
+    shared.accumulate_gradients()
+    tiny(second).sum().backward()
+    shared.accumulate_gradients()
+    after_two = [centroids.grad.clone() for *_, centroids in shared.layers]
+    tiny.zero_grad()
+    tiny(second).sum().backward()
+    shared.accumulate_gradients()
+    for grad, (*_, centroids) in zip(after_two, shared.layers, strict=True):
+        assert torch.allclose(grad, centroids.grad)
 
 
 def test_trained_quantization_keeps_zeros_assignments_and_value_counts(tiny, synthetic_data):
