@@ -57,7 +57,7 @@ def parse_args(argv=None):
                    help=f'default {WEIGHT_DECAY}')
     p.add_argument('--no-cuda', action='store_true', default=False, help='disables CUDA training')
     p.add_argument('--bf16', action='store_true',
-                   help='train in bfloat16 autocast (mixed precision): about 1.6x faster on '
+                   help='train in bfloat16 autocast (mixed precision): about 1.5x faster on '
                         'CPUs with AVX512-BF16 or AMX and on recent GPUs; weights and test '
                         'accuracy stay float32')
     p.add_argument('--compact-training', action='store_true',
