@@ -109,6 +109,8 @@ def run_distribution(args):
     # One set of bins for all three stages, over all of their values: retraining can move
     # the survivors beyond the dense layer's range.
     every = np.concatenate(list(values.values()))
+    if every.size == 0:
+        raise ValueError(f'{args.layer} has no non-zero weight at any stage: nothing to plot')
     edges = np.linspace(every.min(), every.max(), args.bins + 1)
     rows, stages = [], []
     for stage, stage_values in values.items():

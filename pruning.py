@@ -63,7 +63,7 @@ def parse_args(argv=None):
     p.add_argument('--compact-training', action='store_true',
                    help='retrain a smaller copy holding only the units that some later weight '
                         'reads (same function and gradients; several times faster once '
-                        'pruning leaves most units unread)')
+                        'pruning leaves most units unread); implies --prune-dead-units')
     p.add_argument('--seed', type=int, default=42, metavar='S')
     p.add_argument('--log-interval', type=int, default=10, metavar='N',
                    help='batches between progress-bar updates')
@@ -124,6 +124,10 @@ def parse_args(argv=None):
     args = util.parse_with_config(p, argv, 'pruning')
     if args.target_ratio is not None and args.target_ratio <= 1:
         util.fail(f'--target-ratio must be above 1, got {args.target_ratio}')
+    if args.compact_training:
+        # The copy leaves unread units out: their incoming weights must go at every cut
+        # (which changes nothing the network computes), or they would stay frozen.
+        args.prune_dead_units = True
     if args.time_limit is not None and args.time_limit <= 0:
         util.fail(f'--time-limit must be a positive number of minutes, got {args.time_limit}')
     if args.prune_rounds < 1:
@@ -157,18 +161,19 @@ def parse_rates(text, model):
 
 
 def train(model, data, args, epochs, lr, phase, generator, history):
-    """Train for `epochs`; pruned weights stay exactly zero throughout.
+    """Train for `epochs`; pruned weights stay exactly zero throughout. Returns the
+    seconds per epoch (0 for no epochs).
 
     After backward() the gradients of pruned weights are zeroed, and after every
     optimizer step the masks are re-applied, so neither momentum nor weight decay
-    can revive a pruned weight. With --compact-training a compact copy of the model
+    can revive a pruned weight. With --compact-training a compact copy of a pruned model
     (net.compact) trains in its place and its weights are written back.
     """
+    started = time.time()
+    compact = args.compact_training and any(
+        hasattr(layer, 'weight_mask') for _, layer in model.prunable_layers())
     trained = model
-    if args.compact_training:
-        # Units nobody reads are left out of the copy: their incoming weights must go
-        # (which changes nothing the network computes), or they would stay frozen.
-        model.prune_dead_units()
+    if compact:
         compacted = compact_copy(model)
         trained = compacted.model
         print(f'training a compact copy: {parameter_count(trained):,} of '
@@ -180,8 +185,9 @@ def train(model, data, args, epochs, lr, phase, generator, history):
         history=history, batch_size=args.batch_size, test_batch_size=args.test_batch_size,
         log_interval=args.log_interval, after_backward=trained.mask_gradients,
         after_step=trained.apply_masks, bf16=args.bf16)
-    if args.compact_training:
+    if compact:
         write_back(model, compacted)
+    return (time.time() - started) / epochs if epochs else 0.0
 
 
 def round_rates(rates, rounds, spans=None):
@@ -297,7 +303,8 @@ def back_to(model, kept, number, args, data, generator, history):
 def more_epochs(model, record, number, args, data, generator, history):
     """Retrain round `number`'s model for --re-epochs; return its updated record."""
     train(model, data, args, args.re_epochs, args.re_lr, f'retrain{number}', generator, history)
-    record = record | {'accuracy_after_retraining': util.test(model, not args.no_cuda)}
+    record = record | {'round': number,
+                       'accuracy_after_retraining': util.test(model, not args.no_cuda)}
     util.log(f'round {number} {json.dumps(record)}', args.log)
     return record
 
@@ -328,10 +335,13 @@ def run(args, rates, spans=None):
         model = build_model(args.model, args.dataset).to(device)
     data = util.model_data(model, args.data_dir, args.subset, device)
     history, results = [], {'config': config}
+    if args.bf16 and device.type == 'cuda' and not torch.cuda.is_bf16_supported():
+        raise ValueError('--bf16: this GPU does not support bfloat16; run without --bf16')
 
+    epoch_seconds = 0.0
     if not args.from_initial:
         print('--- Initial training ---')
-        train(model, data, args, args.epochs, args.lr, 'initial', generator, history)
+        epoch_seconds = train(model, data, args, args.epochs, args.lr, 'initial', generator, history)
         save_model(model, args.load_model_path)
     results['initial_accuracy'] = util.test(model, not args.no_cuda)
     util.log(f'initial_accuracy {results["initial_accuracy"]}', args.log)
@@ -363,10 +373,10 @@ def run(args, rates, spans=None):
                 last = True
         print(f'--- Retraining{tag} ---')
         epochs = args.re_epochs if last else args.round_epochs
-        retrain_started = time.time()
-        train(model, data, args, epochs, args.re_lr, f'retrain{number}' if tag else 'retrain',
-              generator, history)
-        epoch_seconds = (time.time() - retrain_started) / max(epochs, 1)
+        # The slowest epoch so far stands for the final ones (a round may have none).
+        epoch_seconds = max(epoch_seconds, train(
+            model, data, args, epochs, args.re_lr, f'retrain{number}' if tag else 'retrain',
+            generator, history))
         record['accuracy_after_retraining'] = util.test(model, not args.no_cuda)
         record['alive'] = sum(nz for nz, _ in util.nonzero_counts(model).values())
         if args.round_report:

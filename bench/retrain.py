@@ -80,6 +80,8 @@ def main():
     p.add_argument('--no-cuda', action='store_true')
     p.add_argument('--json', default=None)
     args = p.parse_args()
+    if args.batches < 1:
+        p.error(f'--batches must be at least 1, got {args.batches}')
     device = util.device_for(not args.no_cuda)
     model = pruned_model(args.model, device)
     compact = compact_copy(model).model

@@ -68,6 +68,8 @@ def rounds(pruning):
         ratio = f"{r['ratio_after_pruning']:.1f}x" if 'ratio_after_pruning' in r else ''
         if 'back_to_round' in r:  # --min-accuracy restored that round and retrained it
             number = f"back to {r['back_to_round']}"
+        elif 'ended_by' in r:  # --time-limit gave the round its final epochs
+            number = f"{r['round']}, final epochs ({r['ended_by']})"
         lines.append(f"| {number} | {r['alive']:,} | {ratio} | {r['accuracy_after_pruning']:.2f}% | "
                      f"{r['accuracy_after_retraining']:.2f}% |")
     return lines

@@ -9,7 +9,9 @@ trained weights into the full model; the units left out keep their parameters.
 
 Assumes what ``PruningModule.prune_dead_units`` assumes: the prunable layers form a chain,
 each reading the previous one's output (flattened channel-major between conv and fc), and
-hold all the parameters.
+hold all the parameters; nothing between them mixes channels (a parameter-free
+LocalResponseNorm would, and is not detected). The incoming weights of unread units must
+already be gone (``prune_dead_units``): the copy leaves them out, so they would stay frozen.
 """
 import copy
 from typing import NamedTuple
@@ -32,16 +34,18 @@ def compact_copy(model):
     if in_layers != sum(p.numel() for p in model.parameters()):
         raise ValueError('compact training needs a model whose parameters all sit in its '
                          'conv and fc layers (no normalisation layers)')
+    device = layers[0][1].weight.device
     outputs = [_read_outputs(layer, following)
                for (_, layer), (_, following) in zip(layers, layers[1:], strict=False)]
-    outputs.append(torch.arange(layers[-1][1].weight.shape[0]))  # the classes: all read
+    outputs.append(torch.arange(layers[-1][1].weight.shape[0], device=device))  # the classes
     small = copy.deepcopy(model)
     kept = []
-    inputs = torch.arange(layers[0][1].weight.shape[1])
-    for (name, layer), out in zip(layers, outputs, strict=True):
+    inputs = torch.arange(layers[0][1].weight.shape[1], device=device)
+    for i, ((name, layer), out) in enumerate(zip(layers, outputs, strict=True)):
         kept.append((out, inputs))
         _shrink(small.get_submodule(name), layer, out, inputs)
-        inputs = _input_features(layers, name, out)
+        if i + 1 < len(layers):
+            inputs = _input_features(out, layer.weight.shape[0], layers[i + 1][1])
     return Compacted(small, kept)
 
 
@@ -51,9 +55,9 @@ def write_back(model, compacted):
     with torch.no_grad():
         for (name, layer), (out, inputs) in zip(model.prunable_layers(), compacted.kept, strict=True):
             small = small_layers[name]
-            layer.weight[out[:, None], inputs] = small.weight.to(layer.weight.dtype)
+            layer.weight[out[:, None], inputs] = small.weight
             if layer.bias is not None:
-                layer.bias[out] = small.bias.to(layer.bias.dtype)
+                layer.bias[out] = small.bias
 
 
 def parameter_count(model):
@@ -69,16 +73,11 @@ def _read_outputs(layer, following):
     return read.nonzero().flatten()
 
 
-def _input_features(layers, name, out):
-    """The next layer's input indices that read the kept outputs `out` of layer `name`:
-    each output is one conv channel, or H*W features after flattening."""
-    names = [n for n, _ in layers]
-    index = names.index(name)
-    if index + 1 == len(layers):
-        return None
-    units = layers[index][1].weight.shape[0]
-    per_unit = layers[index + 1][1].weight.shape[1] // units
-    return (out[:, None] * per_unit + torch.arange(per_unit)).flatten()
+def _input_features(out, units, following):
+    """The input indices of `following` that read the kept outputs `out` of a layer with
+    `units` outputs: each output is one conv channel, or H*W features after flattening."""
+    per_unit = following.weight.shape[1] // units
+    return (out[:, None] * per_unit + torch.arange(per_unit, device=out.device)).flatten()
 
 
 def _shrink(small, layer, out, inputs):
@@ -86,9 +85,10 @@ def _shrink(small, layer, out, inputs):
     if isinstance(small, nn.Conv2d) and small.groups != 1:
         raise ValueError('compact training does not handle grouped convolutions')
     with torch.no_grad():
-        small.weight = nn.Parameter(layer.weight[out[:, None], inputs].clone())
+        small.weight = nn.Parameter(layer.weight[out[:, None], inputs].clone(),
+                                    requires_grad=layer.weight.requires_grad)
         if layer.bias is not None:
-            small.bias = nn.Parameter(layer.bias[out].clone())
+            small.bias = nn.Parameter(layer.bias[out].clone(), requires_grad=layer.bias.requires_grad)
         if hasattr(layer, 'weight_mask'):
             small.weight_mask = layer_mask(layer)[out[:, None], inputs].clone()
     if isinstance(small, nn.Conv2d):

@@ -7,6 +7,7 @@ with the pickled checkpoint, so a later script can refuse a model meant for othe
 """
 from typing import NamedTuple
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -33,6 +34,12 @@ def _he_init(model):
     for _, layer in model.prunable_layers():
         nn.init.kaiming_normal_(layer.weight, nonlinearity='relu')
         nn.init.zeros_(layer.bias)
+
+
+def _log_probabilities(logits):
+    # float32 even under bfloat16 autocast (--bf16), which on the CPU would leave
+    # log_softmax in bfloat16 and round the loss to about three digits.
+    return F.log_softmax(logits, dim=1, dtype=torch.float32)
 
 
 def _check_size(model, image_size):
@@ -70,7 +77,7 @@ class AlexNet(PruningModule):
         x = x.flatten(1)
         x = F.relu(self.fc1(x))
         x = F.relu(self.fc2(x))
-        return F.log_softmax(self.fc3(x), dim=1)
+        return _log_probabilities(self.fc3(x))
 
 
 class LeNet300(PruningModule):
@@ -93,7 +100,7 @@ class LeNet300(PruningModule):
     def forward(self, x):
         x = F.relu(self.fc1(x.flatten(1)))
         x = F.relu(self.fc2(x))
-        return F.log_softmax(self.fc3(x), dim=1)
+        return _log_probabilities(self.fc3(x))
 
 
 class LeNet5(PruningModule):
@@ -121,7 +128,7 @@ class LeNet5(PruningModule):
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
         x = F.relu(self.fc1(x.flatten(1)))
-        return F.log_softmax(self.fc2(x), dim=1)
+        return _log_probabilities(self.fc2(x))
 
 
 VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
@@ -158,7 +165,7 @@ class VGG16(PruningModule):
             x = F.max_pool2d(x, 2)
         x = F.relu(self.fc6(x.flatten(1)))
         x = F.relu(self.fc7(x))
-        return F.log_softmax(self.fc8(x), dim=1)
+        return _log_probabilities(self.fc8(x))
 
 
 MODELS = {cls.arch: cls for cls in (AlexNet, LeNet300, LeNet5, VGG16)}

@@ -1,7 +1,9 @@
 """Faster training: the compact copy of a pruned network (net/compact.py), bfloat16
 autocast, fused optimizers and pruning.py's --time-limit."""
 import copy
+import importlib.util
 import json
+import os
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ from torch import nn
 import pruning
 from net.compact import compact_copy, parameter_count, write_back
 from net.prune import PruningModule, set_mask
+from tests.conftest import ROOT
 from training import fit, make_optimizer
 
 
@@ -132,12 +135,26 @@ def test_compact_retraining_matches_full_retraining(pruned_chain, synthetic_data
         assert torch.allclose(full(x), pruned_chain(x), atol=1e-4)
 
 
-def test_compact_retraining_drops_the_weights_of_unread_units_first(synthetic_data, tmp_path):
-    torch.manual_seed(0)
-    model = ChainNet()
-    cut(model.fc2, inputs=[4])  # fc1's unit 4 is unread but keeps its incoming weights
-    retrain(model, synthetic_data, tmp_path, '--compact-training')
-    assert (model.fc1.weight[4] == 0).all() and (model.fc1.weight_mask[4] == 0).all()
+def test_compact_training_implies_dropping_dead_units():
+    # The copy leaves unread units out; were their incoming weights kept, they would stay
+    # frozen instead of being pruned at every cut.
+    assert pruning.parse_args(['--compact-training']).prune_dead_units
+    assert not pruning.parse_args([]).prune_dead_units
+
+
+def test_an_unpruned_model_trains_without_a_copy(tiny, synthetic_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(pruning, 'compact_copy', lambda model: pytest.fail('copied'))
+    retrain(tiny, synthetic_data, tmp_path, '--compact-training')
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_compact_copy_on_a_gpu(pruned_chain):
+    model = pruned_chain.cuda()
+    compacted = compact_copy(model)
+    x = torch.randn(5, 3, 32, 32, device='cuda')
+    with torch.no_grad():
+        assert torch.allclose(compacted.model(x), model(x), atol=1e-5)
+    write_back(model, compacted)
 
 
 def test_bf16_runs_the_forward_pass_in_bfloat16(tiny, synthetic_data):
@@ -175,24 +192,58 @@ def test_time_limit_must_be_positive(capsys):
                                                'minutes, got 0.0')
 
 
-def test_time_limit_ends_the_rounds_with_the_final_epochs(tmp_path, monkeypatch):
+def tables():
+    """docs/tables.py as a module."""
+    spec = importlib.util.spec_from_file_location('tables', os.path.join(ROOT, 'docs', 'tables.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_rounds(monkeypatch, accuracies, out_of_time):
+    """Stub out training, testing and data for pruning.run; return the list that collects
+    the epochs of every train() call. accuracies: what util.test returns in turn (initial,
+    then per round after pruning and after retraining); out_of_time: what out_of_time
+    returns after each round."""
     epochs = []
-    monkeypatch.setattr(pruning, 'train', lambda model, data, args, n, *a: epochs.append(n))
-    monkeypatch.setattr(pruning.util, 'test', lambda *a, **k: 60)
+    monkeypatch.setattr(pruning, 'train', lambda model, data, args, n, *a: epochs.append(n) or 1.0)
+    answers = iter(accuracies)
+    monkeypatch.setattr(pruning.util, 'test', lambda *a, **k: next(answers))
     fake = torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.long)
     monkeypatch.setattr(pruning.util, 'model_split', lambda *a: fake)
-    calls = iter([False, True])  # time runs out after round 2
-    monkeypatch.setattr(pruning, 'out_of_time', lambda *a: next(calls))
+    times = iter(out_of_time)
+    monkeypatch.setattr(pruning, 'out_of_time', lambda *a: next(times))
+    return epochs
+
+
+def run_rounds(tmp_path, *flags):
     args = pruning.parse_args(['--prune-rounds', '5', '--re-epochs', '7', '--time-limit', '60',
                                '--log', str(tmp_path / 'log.txt'),
                                '--save-model-path', str(tmp_path / 'final.ptmodel'),
-                               '--load-model-path', str(tmp_path / 'initial.ptmodel')])
+                               '--load-model-path', str(tmp_path / 'initial.ptmodel'), *flags])
     with torch.device('meta'):
         rates = pruning.parse_rates('{"fc2": 1}', pruning.build_model())
     pruning.run(args, rates)
-    assert epochs == [args.epochs, 2, 2, 7]
-    rounds = json.loads((tmp_path / 'log.pruning.json').read_text())['rounds']
-    assert [r.get('ended_by') for r in rounds] == [None, None, 'time limit']
+    return args, json.loads((tmp_path / 'log.pruning.json').read_text())
+
+
+def test_time_limit_ends_the_rounds_with_the_final_epochs(tmp_path, monkeypatch):
+    epochs = fake_rounds(monkeypatch, [70] + [60] * 5, out_of_time=[False, True])
+    args, pruning_log = run_rounds(tmp_path)
+    assert epochs == [args.epochs, 2, 2, 7]  # time runs out after round 2
+    assert [r.get('ended_by') for r in pruning_log['rounds']] == [None, None, 'time limit']
+    assert tables().rounds(pruning_log)[-1].startswith('| 2, final epochs (time limit) |')
     saved = torch.load(tmp_path / 'final.ptmodel', weights_only=False)
     kept = 100 * int(saved.fc2.weight.count_nonzero()) / saved.fc2.weight.numel()
     assert kept == pytest.approx(100 * 0.01 ** (2 / 5), rel=1e-3)  # round 2's share
+
+
+def test_below_the_floor_goes_back_even_when_out_of_time(tmp_path, monkeypatch):
+    # Round 2 retrains to 40%, under the floor, when time has also run out: round 1
+    # (65%) comes back for the final epochs, as without a time limit.
+    epochs = fake_rounds(monkeypatch, [70, 60, 65, 55, 40, 62], out_of_time=[False, True])
+    args, pruning_log = run_rounds(tmp_path, '--min-accuracy', '50')
+    assert epochs == [args.epochs, 2, 2, 7]
+    rounds = pruning_log['rounds']
+    assert [r.get('back_to_round') for r in rounds] == [None, None, 1]
+    assert 'ended_by' not in rounds[-1] and rounds[-1]['accuracy_after_retraining'] == 62
