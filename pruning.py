@@ -51,10 +51,15 @@ def parse_args(argv=None):
                    help=f'(peak) retraining learning rate; default {RE_LR}')
     p.add_argument('--optimizer', choices=['adam', 'sgd'], default=OPTIMIZER,
                    help='adam (the starter\'s) or sgd with Nesterov momentum')
+    p.add_argument('--re-optimizer', choices=['adam', 'sgd'], default=None,
+                   help='optimizer of the retraining phases; default: --optimizer')
     p.add_argument('--schedule', choices=['onecycle', 'constant'], default='onecycle',
                    help='one-cycle learning rate per phase, or the starter\'s constant rate')
     p.add_argument('--weight-decay', type=float, default=None, metavar='WD',
                    help=f'default {WEIGHT_DECAY}')
+    p.add_argument('--re-weight-decay', type=float, default=None, metavar='WD',
+                   help='weight decay of the retraining phases; default: --weight-decay when '
+                        'both phases use the same optimizer, else that optimizer\'s default')
     p.add_argument('--no-cuda', action='store_true', default=False, help='disables CUDA training')
     p.add_argument('--bf16', action='store_true',
                    help='train in bfloat16 autocast (mixed precision): about 1.5x faster on '
@@ -136,12 +141,20 @@ def parse_args(argv=None):
         util.fail('--scope global and --global-rate P go together (P: percent of all weights kept)')
     if args.global_rate is not None and not 0 <= args.global_rate <= 100:
         util.fail(f'--global-rate must be a percent from 0 to 100, got {args.global_rate}')
+    if args.re_optimizer is None:
+        args.re_optimizer = args.optimizer
+    same = args.re_optimizer == args.optimizer
     if args.lr is None:
         args.lr = LR[args.optimizer]
     if args.re_lr is None:
-        args.re_lr = args.lr if args.schedule == 'constant' else RE_LR[args.optimizer]
+        if args.schedule == 'constant':
+            args.re_lr = args.lr if same else LR[args.re_optimizer]
+        else:
+            args.re_lr = RE_LR[args.re_optimizer]
     if args.weight_decay is None:
         args.weight_decay = WEIGHT_DECAY[args.optimizer]
+    if args.re_weight_decay is None:
+        args.re_weight_decay = args.weight_decay if same else WEIGHT_DECAY[args.re_optimizer]
     return args
 
 
@@ -179,8 +192,12 @@ def train(model, data, args, epochs, lr, phase, generator, history):
         print(f'training a compact copy: {parameter_count(trained):,} of '
               f'{parameter_count(model):,} parameters')
     steps = -(-len(data[1]) // args.batch_size)
-    optimizer, scheduler = make_optimizer(trained.parameters(), args.optimizer, lr,
-                                          args.weight_decay, args.schedule, epochs * steps)
+    # The initial training and the retraining of a pruned model may want different
+    # optimizers (--optimizer, --re-optimizer).
+    name, decay = ((args.optimizer, args.weight_decay) if phase == 'initial'
+                   else (args.re_optimizer, args.re_weight_decay))
+    optimizer, scheduler = make_optimizer(trained.parameters(), name, lr, decay,
+                                          args.schedule, epochs * steps)
     fit(trained, data, epochs, optimizer, scheduler, phase=phase, generator=generator,
         history=history, batch_size=args.batch_size, test_batch_size=args.test_batch_size,
         log_interval=args.log_interval, after_backward=trained.mask_gradients,

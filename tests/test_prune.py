@@ -102,6 +102,37 @@ def retrain(model, data, optimizer, tmp_path):
     pruning.train(model, data, args, 2, args.lr, 'test', generator, [])
 
 
+@pytest.mark.parametrize('flags, expected', [
+    ([], ('adam', 1e-3, 1e-4, 'adam', 3e-4, 1e-4)),
+    (['--optimizer', 'sgd', '--re-optimizer', 'adam'], ('sgd', 0.005, 5e-4, 'adam', 3e-4, 1e-4)),
+    (['--optimizer', 'sgd', '--weight-decay', '0.01'], ('sgd', 0.005, 0.01, 'sgd', 0.002, 0.01)),
+    (['--optimizer', 'sgd', '--re-optimizer', 'adam', '--weight-decay', '0.01'],
+     ('sgd', 0.005, 0.01, 'adam', 3e-4, 1e-4)),
+    (['--schedule', 'constant', '--optimizer', 'sgd', '--re-optimizer', 'adam'],
+     ('sgd', 0.005, 5e-4, 'adam', 1e-3, 1e-4)),
+    (['--re-optimizer', 'sgd', '--re-weight-decay', '0'], ('adam', 1e-3, 1e-4, 'sgd', 0.002, 0.0)),
+])
+def test_each_phase_has_its_optimizer_defaults(flags, expected):
+    args = pruning.parse_args(flags)
+    assert (args.optimizer, args.lr, args.weight_decay,
+            args.re_optimizer, args.re_lr, args.re_weight_decay) == expected
+
+
+def test_initial_training_and_retraining_use_their_own_optimizers(tiny, synthetic_data, tmp_path,
+                                                                   monkeypatch):
+    made = []
+    real = pruning.make_optimizer
+    monkeypatch.setattr(pruning, 'make_optimizer',
+                        lambda params, name, lr, decay, *rest: made.append((name, lr, decay))
+                        or real(params, name, lr, decay, *rest))
+    args = pruning.parse_args(['--optimizer', 'sgd', '--re-optimizer', 'adam',
+                               '--batch-size', '16', '--log', str(tmp_path / 'log.txt')])
+    generator = torch.Generator().manual_seed(0)
+    pruning.train(tiny, synthetic_data, args, 1, args.lr, 'initial', generator, [])
+    pruning.train(tiny, synthetic_data, args, 1, args.re_lr, 'retrain1', generator, [])
+    assert made == [('sgd', 0.005, 5e-4), ('adam', 3e-4, 1e-4)]
+
+
 @pytest.mark.parametrize('optimizer', ['adam', 'sgd'])
 def test_pruned_weights_stay_zero_through_retraining(tiny, synthetic_data, optimizer, tmp_path):
     tiny.prune_by_percentile(30)
