@@ -173,9 +173,11 @@ def parse_rates(text, model):
     return validate_rates(model, rates)
 
 
-def train(model, data, args, epochs, lr, phase, generator, history):
-    """Train for `epochs`; pruned weights stay exactly zero throughout. Returns the
-    seconds per epoch (0 for no epochs).
+def train(model, data, args, epochs, phase, generator, history, initial=False):
+    """Train for `epochs`, with the initial training's optimizer settings (--optimizer,
+    --lr, --weight-decay) if `initial`, else the retraining's (--re-optimizer, --re-lr,
+    --re-weight-decay); pruned weights stay exactly zero throughout. Returns the seconds
+    per epoch (0 for no epochs).
 
     After backward() the gradients of pruned weights are zeroed, and after every
     optimizer step the masks are re-applied, so neither momentum nor weight decay
@@ -192,10 +194,8 @@ def train(model, data, args, epochs, lr, phase, generator, history):
         print(f'training a compact copy: {parameter_count(trained):,} of '
               f'{parameter_count(model):,} parameters')
     steps = -(-len(data[1]) // args.batch_size)
-    # The initial training and the retraining of a pruned model may want different
-    # optimizers (--optimizer, --re-optimizer).
-    name, decay = ((args.optimizer, args.weight_decay) if phase == 'initial'
-                   else (args.re_optimizer, args.re_weight_decay))
+    name, lr, decay = ((args.optimizer, args.lr, args.weight_decay) if initial
+                       else (args.re_optimizer, args.re_lr, args.re_weight_decay))
     optimizer, scheduler = make_optimizer(trained.parameters(), name, lr, decay,
                                           args.schedule, epochs * steps)
     fit(trained, data, epochs, optimizer, scheduler, phase=phase, generator=generator,
@@ -319,7 +319,7 @@ def back_to(model, kept, number, args, data, generator, history):
 
 def more_epochs(model, record, number, args, data, generator, history):
     """Retrain round `number`'s model for --re-epochs; return its updated record."""
-    train(model, data, args, args.re_epochs, args.re_lr, f'retrain{number}', generator, history)
+    train(model, data, args, args.re_epochs, f'retrain{number}', generator, history)
     record = record | {'round': number,
                        'accuracy_after_retraining': util.test(model, not args.no_cuda)}
     util.log(f'round {number} {json.dumps(record)}', args.log)
@@ -358,7 +358,8 @@ def run(args, rates, spans=None):
     epoch_seconds = 0.0
     if not args.from_initial:
         print('--- Initial training ---')
-        epoch_seconds = train(model, data, args, args.epochs, args.lr, 'initial', generator, history)
+        epoch_seconds = train(model, data, args, args.epochs, 'initial', generator, history,
+                              initial=True)
         save_model(model, args.load_model_path)
     results['initial_accuracy'] = util.test(model, not args.no_cuda)
     util.log(f'initial_accuracy {results["initial_accuracy"]}', args.log)
@@ -392,7 +393,7 @@ def run(args, rates, spans=None):
         epochs = args.re_epochs if last else args.round_epochs
         # The slowest epoch so far stands for the final ones (a round may have none).
         epoch_seconds = max(epoch_seconds, train(
-            model, data, args, epochs, args.re_lr, f'retrain{number}' if tag else 'retrain',
+            model, data, args, epochs, f'retrain{number}' if tag else 'retrain',
             generator, history))
         record['accuracy_after_retraining'] = util.test(model, not args.no_cuda)
         record['alive'] = sum(nz for nz, _ in util.nonzero_counts(model).values())

@@ -110,9 +110,9 @@ def test_a_model_with_parameters_outside_its_layers_is_refused():
 
 
 def retrain(model, data, tmp_path, *flags):
-    args = pruning.parse_args(['--batch-size', '16', '--lr', '0.01', '--log', str(tmp_path / 'log.txt'),
+    args = pruning.parse_args(['--batch-size', '16', '--re-lr', '0.01', '--log', str(tmp_path / 'log.txt'),
                                *flags])
-    pruning.train(model, data, args, 2, args.lr, 'test', torch.Generator().manual_seed(0), [])
+    pruning.train(model, data, args, 2, 'test', torch.Generator().manual_seed(0), [])
 
 
 def test_compact_retraining_keeps_the_zeros_and_trains_the_rest(pruned_chain, synthetic_data, tmp_path):
@@ -206,7 +206,7 @@ def fake_rounds(monkeypatch, accuracies, out_of_time):
     then per round after pruning and after retraining); out_of_time: what out_of_time
     returns after each round."""
     epochs = []
-    monkeypatch.setattr(pruning, 'train', lambda model, data, args, n, *a: epochs.append(n) or 1.0)
+    monkeypatch.setattr(pruning, 'train', lambda model, data, args, n, *a, **k: epochs.append(n) or 1.0)
     answers = iter(accuracies)
     monkeypatch.setattr(pruning.util, 'test', lambda *a, **k: next(answers))
     fake = torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.long)

@@ -96,10 +96,10 @@ def test_bad_rates_are_refused(rates, message):
 
 
 def retrain(model, data, optimizer, tmp_path):
-    args = pruning.parse_args(['--optimizer', optimizer, '--batch-size', '16', '--lr', '0.05',
+    args = pruning.parse_args(['--optimizer', optimizer, '--batch-size', '16', '--re-lr', '0.05',
                                '--weight-decay', '0.01', '--log', str(tmp_path / 'log.txt')])
     generator = torch.Generator().manual_seed(0)
-    pruning.train(model, data, args, 2, args.lr, 'test', generator, [])
+    pruning.train(model, data, args, 2, 'test', generator, [])
 
 
 @pytest.mark.parametrize('flags, expected', [
@@ -128,8 +128,8 @@ def test_initial_training_and_retraining_use_their_own_optimizers(tiny, syntheti
     args = pruning.parse_args(['--optimizer', 'sgd', '--re-optimizer', 'adam',
                                '--batch-size', '16', '--log', str(tmp_path / 'log.txt')])
     generator = torch.Generator().manual_seed(0)
-    pruning.train(tiny, synthetic_data, args, 1, args.lr, 'initial', generator, [])
-    pruning.train(tiny, synthetic_data, args, 1, args.re_lr, 'retrain1', generator, [])
+    pruning.train(tiny, synthetic_data, args, 1, 'initial', generator, [], initial=True)
+    pruning.train(tiny, synthetic_data, args, 1, 'retrain1', generator, [])
     assert made == [('sgd', 0.005, 5e-4), ('adam', 3e-4, 1e-4)]
 
 

@@ -169,7 +169,7 @@ def test_min_accuracy_goes_back_to_the_last_good_round(tmp_path, monkeypatch):
     accuracies = iter([70, 60, 65, 55, 60, 30, 45, 62])
     monkeypatch.setattr(pruning.util, 'test', lambda *a, **k: next(accuracies))
     epochs = []
-    monkeypatch.setattr(pruning, 'train', lambda model, data, args, n, *a: epochs.append(n) or 1.0)
+    monkeypatch.setattr(pruning, 'train', lambda model, data, args, n, *a, **k: epochs.append(n) or 1.0)
     fake = torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.long)
     monkeypatch.setattr(pruning.util, 'model_split', lambda *a: fake)
     states = []
