@@ -101,8 +101,11 @@ def parse_args(argv=None):
     p.add_argument('--round-spans', type=str, default=None, metavar='JSON',
                    help='per layer, the share of the rounds after which it reaches its rate, '
                         'e.g. \'{"fc2": 0.25}\' (default 1: the last round)')
-    p.add_argument('--round-epochs', type=int, default=2, metavar='N',
-                   help='retraining epochs after each round but the last (which gets --re-epochs)')
+    p.add_argument('--round-epochs', type=round_epochs_list, default=[2], metavar='N',
+                   help='retraining epochs after each round but the last (which gets '
+                        '--re-epochs): a number, or a JSON list of one per round, whose last '
+                        'entry holds for the later rounds, e.g. \'[3, 3, 6]\' (early rounds '
+                        'cost the most time and lose the least accuracy)')
     p.add_argument('--round-report', action='store_true',
                    help='after each round, also weight-share a copy (5 bits) and report its '
                         'accuracy and homework-format compression ratio (finds the best round)')
@@ -156,6 +159,25 @@ def parse_args(argv=None):
     if args.re_weight_decay is None:
         args.re_weight_decay = args.weight_decay if same else WEIGHT_DECAY[args.re_optimizer]
     return args
+
+
+def round_epochs_list(text):
+    """--round-epochs: N, or a JSON list of per-round epochs (the last one repeats)."""
+    try:
+        epochs = json.loads(text)
+    except json.JSONDecodeError:
+        epochs = None
+    epochs = epochs if isinstance(epochs, list) else [epochs]
+    if not epochs or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                             for n in epochs):
+        raise argparse.ArgumentTypeError(f'{text!r} is neither a number of epochs nor a '
+                                         'JSON list of them, e.g. 6 or [3, 3, 6]')
+    return epochs
+
+
+def epochs_of_round(args, number):
+    """Retraining epochs after round `number` (from 1) when it is not the last."""
+    return args.round_epochs[min(number, len(args.round_epochs)) - 1]
 
 
 def parse_rates(text, model):
@@ -390,11 +412,11 @@ def run(args, rates, spans=None):
                 print(f'target ratio {args.target_ratio}x reached: this is the last round')
                 last = True
         print(f'--- Retraining{tag} ---')
-        epochs = args.re_epochs if last else args.round_epochs
-        # The slowest epoch so far stands for the final ones (a round may have none).
-        epoch_seconds = max(epoch_seconds, train(
-            model, data, args, epochs, f'retrain{number}' if tag else 'retrain',
-            generator, history))
+        epochs = args.re_epochs if last else epochs_of_round(args, number)
+        # The last round's epochs stand for the final ones: the network only shrinks
+        # (a round may have none; then the one before stands).
+        epoch_seconds = train(model, data, args, epochs, f'retrain{number}' if tag else 'retrain',
+                              generator, history) or epoch_seconds
         record['accuracy_after_retraining'] = util.test(model, not args.no_cuda)
         record['alive'] = sum(nz for nz, _ in util.nonzero_counts(model).values())
         if args.round_report:

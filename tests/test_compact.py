@@ -247,3 +247,38 @@ def test_below_the_floor_goes_back_even_when_out_of_time(tmp_path, monkeypatch):
     rounds = pruning_log['rounds']
     assert [r.get('back_to_round') for r in rounds] == [None, None, 1]
     assert 'ended_by' not in rounds[-1] and rounds[-1]['accuracy_after_retraining'] == 62
+
+
+def test_rounds_get_their_listed_epochs_and_the_last_entry_repeats(tmp_path, monkeypatch):
+    epochs = fake_rounds(monkeypatch, [70] + [60] * 10, out_of_time=[False] * 5)
+    args, _ = run_rounds(tmp_path, '--round-epochs', '[1, 3]')
+    assert epochs == [args.epochs, 1, 3, 3, 3, 7]  # round 5 is the last: --re-epochs
+
+
+def test_the_time_limit_judges_the_final_epochs_by_the_last_rounds_epochs(tmp_path, monkeypatch):
+    # Initial epochs take 50 s, round epochs 20 s, 10 s, (none), 8 s: the final epochs run
+    # on the last round's network, so its time counts, not the slow initial epochs'.
+    seconds = iter([50.0, 20.0, 10.0, 0.0, 8.0, 7.0])
+    monkeypatch.setattr(pruning, 'train', lambda *a, **k: next(seconds))
+    answers = iter([70] + [60] * 10)
+    monkeypatch.setattr(pruning.util, 'test', lambda *a, **k: next(answers))
+    fake = torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.long)
+    monkeypatch.setattr(pruning.util, 'model_split', lambda *a: fake)
+    judged = []
+    monkeypatch.setattr(pruning, 'out_of_time', lambda *a: judged.append(a[-1]) or False)
+    run_rounds(tmp_path, '--round-epochs', '[3, 3, 0, 3]')
+    assert judged == [20.0, 10.0, 10.0, 8.0]  # round 3 has no epochs: round 2's stand
+
+
+@pytest.mark.parametrize('text', ['[]', 'x', '[-1]', '[1.5]', 'true', '[3, null]', '{"a": 1}'])
+def test_bad_round_epochs_are_refused(text, capsys):
+    with pytest.raises(SystemExit):
+        pruning.parse_args(['--round-epochs', text])
+    assert 'is neither a number of epochs nor a JSON list of them' in capsys.readouterr().err
+
+
+def test_round_epochs_come_from_a_recipe_as_a_number_or_a_list(tmp_path):
+    for value, expected in ((6, [6]), ([3, 3, 6], [3, 3, 6])):
+        path = tmp_path / 'recipe.json'
+        path.write_text(json.dumps({'pruning': {'round_epochs': value}}))
+        assert pruning.parse_args(['--config', str(path)]).round_epochs == expected
