@@ -179,12 +179,13 @@ def unpack(args, config, use_cuda):
 
 def format_pack_table(report):
     """Per-layer bytes of a .dcz file: the parts of each layer section."""
-    lines = [f"{'layer':8}{'non-zeros':>10}{'values':>7}{'live units':>11}{'codebook B':>11}"
-             f"{'value bits':>11}{'position bits':>14}{'bias B':>8}{'section B':>10}"]
+    lines = [f"{'layer':8}{'non-zeros':>10}{'values':>7}{'live units':>11}{'codebook bits':>14}"
+             f"{'value bits':>11}{'position bits':>14}{'bias bits':>10}{'section B':>10}"]
     for r in report['layers']:
+        bias = r['bias_float_bits'] + r.get('bias_code_bits', 0)
         lines.append(f"{r['layer']:8}{r['nonzeros']:>10}{r['values']:>7}{r['live_units']:>11}"
-                     f"{r['codebook_bytes']:>11}{r['value_bits']:>11}{r['position_bits']:>14}"
-                     f"{r['bias_bytes']:>8}{r['bytes']:>10}")
+                     f"{r['codebook_bits']:>14}{r['value_bits']:>11}{r['position_bits']:>14}"
+                     f"{bias:>10}{r['bytes']:>10}")
     lines.append(f"header {report['header_bytes']} B; total {report['bytes']} B "
                  f"({report['dense_bytes']} dense float32 B, {report['ratio']:.2f}x)")
     return '\n'.join(lines)

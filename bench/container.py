@@ -6,6 +6,7 @@ it codes, beside the paper's fixed-width relative positions.
 
 Entropies are empirical and order-0, over the layer's own symbols: values, H(value index);
 positions, H(gap bucket) + the mean extra bits (the part the Huffman code cannot shrink).
+Floats (codebooks, live biases): bits each against raw float32's 32.
 "Paper positions": the paper's relative index, a 5-bit (fc) or 8-bit (conv) gap per
 non-zero with a filler zero per overflow, over the whole layer.
 """
@@ -108,6 +109,12 @@ def main():
     homework_bytes = hw_rows[-1]['compressed']
     print(f"container: {report['bytes']} bytes ({report['ratio']:.1f}x), "
           f"{8 * report['bytes'] / nonzeros:.2f} bits per non-zero weight, all included")
+    units = sum(r['live_units'] for r in report['layers'])
+    bias_bits = sum(r['bias_float_bits'] for r in report['layers']) / max(units, 1)
+    values = sum(r['values'] for r in report['layers'])
+    codebook_bits = sum(r['codebook_bits'] for r in report['layers']) / max(values, 1)
+    print(f'floats: {bias_bits:.2f} bits per live bias ({units}), {codebook_bits:.2f} per codebook '
+          f'value ({values}); raw float32: 32')
     print(f"homework format: {homework_bytes} bytes ({report['dense_bytes'] / homework_bytes:.1f}x)")
     print(f'encode: container {encode_s * 1000:.1f} ms, homework format {hw_encode_s * 1000:.1f} ms')
     print(f'load:   container {load_s * 1000:.1f} ms, homework format {hw_decode_s * 1000:.1f} ms '
@@ -117,7 +124,8 @@ def main():
             json.dump({'model': args.model, 'bytes': report['bytes'], 'ratio': report['ratio'],
                        'homework_bytes': homework_bytes, 'encode_seconds': encode_s,
                        'load_seconds': load_s, 'homework_encode_seconds': hw_encode_s,
-                       'homework_decode_seconds': hw_decode_s, 'layers': rows}, f, indent=2)
+                       'homework_decode_seconds': hw_decode_s, 'bits_per_live_bias': bias_bits,
+                       'bits_per_codebook_value': codebook_bits, 'layers': rows}, f, indent=2)
 
 
 if __name__ == '__main__':

@@ -10,18 +10,24 @@ A header section (tag 'H') comes first: architecture name, dataset name (from ve
 2; version 1 files are CIFAR-10 models), flags, then per layer its name and weight
 shape. One layer section (tag 'L') follows per layer, in that order.
 
-Layer payload (one prunable layer; a "unit" is an output neuron or conv filter):
-    varint non-zeros | varint distinct values k | codebook: k values, ascending
-    | varint position buckets | biases (raw, or varint count + codebook when shared)
+Layer payload (one prunable layer; a "unit" is an output neuron or conv filter), version 3:
+    varint non-zeros | varint distinct values k | varint position buckets
+    | varint shared bias values (only when biases are shared)
     | bitstream (MSB first, zero-padded to a byte):
         the code lengths (4 bits each) of the values; a presence bit per position bucket,
         then the code lengths of the present ones; the code lengths of the shared biases;
         then the value codes, the bucket codes, the buckets' extra bits, and the shared
-        bias codes.
+        bias codes; then the codebook (k values, ascending) and the live units' biases
+        (or the shared bias values) as floats.
 Codes are canonical Huffman codes, stored as their lengths only; an alphabet of one
 symbol needs neither lengths nor codes. Positions are the gaps between successive
 non-zeros over the layer's live units, flattened, each coded as its bit length (Huffman)
 plus the bits after the leading one (Elias gamma with learned bucket codes).
+Floats keep every bit: an array's exponents, which span a few binades only, are
+Huffman-coded over the range present (its lowest exponent and width first, then a
+presence bit and a code length per exponent in it); each value's sign and mantissa
+follow raw. Versions 1 and 2 stored the codebook right after k and the biases (raw, or
+their count and codebook) right after the bucket count, as plain little-endian floats.
 The CRCs cover every section; the magic and version byte before them are checked by
 value.
 
@@ -60,13 +66,14 @@ from .prune import set_mask, units_read
 from .quantization import check_bits, share_weights
 
 MAGIC = b'DCZ'
-VERSION = 2
-READABLE_VERSIONS = (1, 2)
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 HEADER, LAYER = b'H', b'L'
 FLOAT16, SHARED_BIASES = 1, 2  # header flag bits
 LENGTH_BITS = 4
 MAX_CODE_LENGTH = (1 << LENGTH_BITS) - 1
 MAX_ALPHABET = 1 << MAX_CODE_LENGTH  # a balanced code of this many symbols still fits
+FLOAT_FIELDS = {2: (5, 10), 4: (8, 23)}  # bytes per float -> exponent, mantissa bits
 
 
 class ContainerError(ValueError):
@@ -160,7 +167,7 @@ def decode_model(data, path='model.dcz'):
             raise ContainerError(f'{path}: unexpected section {tag!r} for layer {name}')
         try:
             weight, bias = _decode_layer(payload, tuple(layer.weight.shape), alive,
-                                         value_dtype, bool(flags & SHARED_BIASES))
+                                         value_dtype, bool(flags & SHARED_BIASES), version)
         # The CRCs make these unreachable but for crafted files; numpy's own errors on
         # such input are reported as the same one-line refusal.
         except (Corrupt, HuffmanFormatError, ValueError, IndexError) as err:
@@ -316,35 +323,35 @@ def _encode_layer(weight, bias, alive, value_dtype, bias_bits):
     codebook, value_index = _codebook(rows[positions], value_dtype)
     buckets, extra = _gap_codes(positions)
     n_buckets = int(buckets.max()) + 1 if len(buckets) else 0
-    live_bias = bias[alive]
-    head = (varint(len(positions)) + varint(len(codebook)) + _float_bytes(codebook, value_dtype)
-            + varint(n_buckets))
+    head = varint(len(positions)) + varint(len(codebook)) + varint(n_buckets)
     bits = BitWriter()
     values = bits.table(np.bincount(value_index, minlength=len(codebook)))
     positions_table = bits.table(np.bincount(buckets, minlength=n_buckets), sparse=True)
-    if bias_bits is None:
-        bias_part = _float_bytes(live_bias, value_dtype)
-    else:
-        bias_book, bias_index = _codebook(share_weights(live_bias, bias_bits), value_dtype,
-                                          nonzero=False)
-        bias_part = varint(len(bias_book)) + _float_bytes(bias_book, value_dtype)
-        bias_table = bits.table(np.bincount(bias_index, minlength=len(bias_book)))
-    sizes = {'table_bits': bits.size}
-    bits.codes(values, value_index)
-    sizes['value_bits'] = bits.size - sizes['table_bits']
-    bits.codes(positions_table, buckets)
-    bits.raw(extra, buckets)
-    sizes['position_bits'] = bits.size - sizes['value_bits'] - sizes['table_bits']
+    bias_floats = bias[alive]
     if bias_bits is not None:
-        bits.codes(bias_table, bias_index)
-        sizes['bias_code_bits'] = bits.size - sum(sizes.values())
+        bias_floats, bias_index = _codebook(share_weights(bias_floats, bias_bits), value_dtype,
+                                            nonzero=False)
+        head += varint(len(bias_floats))
+        bias_table = bits.table(np.bincount(bias_index, minlength=len(bias_floats)))
+    sizes = {'table_bits': bits.size}
+
+    def measure(key, write):
+        before = bits.size
+        write()
+        sizes[key] = bits.size - before
+
+    measure('value_bits', lambda: bits.codes(values, value_index))
+    measure('position_bits', lambda: (bits.codes(positions_table, buckets), bits.raw(extra, buckets)))
+    if bias_bits is not None:
+        measure('bias_code_bits', lambda: bits.codes(bias_table, bias_index))
+    measure('codebook_bits', lambda: bits.floats(codebook, value_dtype))
+    measure('bias_float_bits', lambda: bits.floats(bias_floats, value_dtype))
     report = {'nonzeros': len(positions), 'values': len(codebook), 'live_units': int(alive.sum()),
-              'codebook_bytes': len(codebook) * value_dtype.itemsize, **sizes,
-              'bias_bytes': len(bias_part)}
-    return head + bias_part + bits.bytes(), report
+              **sizes}
+    return head + bits.bytes(), report
 
 
-def _decode_layer(payload, shape, alive, value_dtype, shared_biases):
+def _decode_layer(payload, shape, alive, value_dtype, shared_biases, version):
     """(weight, bias) numpy arrays of one layer payload; Corrupt if it is inconsistent."""
     units, per_unit = shape[0], int(np.prod(shape[1:]))
     live_count = int(alive.sum())
@@ -353,38 +360,43 @@ def _decode_layer(payload, shape, alive, value_dtype, shared_biases):
     k, pos = read_varint(payload, pos, 'layer')
     if nonzeros > capacity or k > min(nonzeros, MAX_ALPHABET):
         raise Corrupt(f'{nonzeros} non-zeros, {k} values in a layer of {capacity} live weights')
-    codebook, pos = _read_floats(payload, pos, k, value_dtype)
-    if (codebook == 0).any() or not np.isfinite(codebook).all():
-        raise Corrupt('zero or non-finite value in the codebook')
+    raw_floats = version < 3  # versions 1 and 2 stored the floats as plain bytes
+    if raw_floats:
+        codebook, pos = _read_floats(payload, pos, k, value_dtype)
     n_buckets, pos = read_varint(payload, pos, 'layer')
     # no gap exceeds the capacity, so no bucket exceeds its bit length
     if n_buckets > capacity.bit_length() or (n_buckets == 0) != (nonzeros == 0):
         raise Corrupt(f'{n_buckets} position buckets')
+    bias_count = live_count
     if shared_biases:
-        bias_k, pos = read_varint(payload, pos, 'layer')
-        if bias_k > min(live_count, MAX_ALPHABET) or (bias_k == 0) != (live_count == 0):
-            raise Corrupt(f'{bias_k} shared bias values')
-        bias_book, pos = _read_floats(payload, pos, bias_k, value_dtype)
-    else:
-        live_bias, pos = _read_floats(payload, pos, live_count, value_dtype)
+        bias_count, pos = read_varint(payload, pos, 'layer')
+        if bias_count > min(live_count, MAX_ALPHABET) or (bias_count == 0) != (live_count == 0):
+            raise Corrupt(f'{bias_count} shared bias values')
+    if raw_floats:
+        bias_floats, pos = _read_floats(payload, pos, bias_count, value_dtype)
     bits = BitReader(payload[pos:])
     values = bits.table(k)
     positions_table = bits.table(n_buckets, sparse=True)
-    bias_table = bits.table(bias_k) if shared_biases else None
-    weights = codebook[bits.codes(values, nonzeros)]
+    bias_table = bits.table(bias_count) if shared_biases else None
+    value_index = bits.codes(values, nonzeros)
     buckets = bits.codes(positions_table, nonzeros)
     gaps = bits.raw(buckets) + (np.uint64(1) << buckets.astype(np.uint64))
     positions = np.cumsum(gaps.astype(np.int64)) - 1
     if nonzeros and positions[-1] >= capacity:
         raise Corrupt('a position past the end of the layer')
-    if shared_biases:
-        live_bias = bias_book[bits.codes(bias_table, live_count)]
+    bias_index = bits.codes(bias_table, live_count) if shared_biases else None
+    if not raw_floats:
+        codebook = bits.floats(k, value_dtype)
+        bias_floats = bits.floats(bias_count, value_dtype)
+    bits.finish()
+    if (codebook == 0).any() or not np.isfinite(codebook).all():
+        raise Corrupt('zero or non-finite value in the codebook')
+    live_bias = bias_floats if bias_index is None else bias_floats[bias_index]
     if not np.isfinite(live_bias).all():
         raise Corrupt('a non-finite bias')
-    bits.finish()
     weight = np.zeros((units, per_unit), dtype=np.float32)
     live_rows = np.zeros(capacity, dtype=np.float32)
-    live_rows[positions] = weights
+    live_rows[positions] = codebook[value_index]
     weight[alive] = live_rows.reshape(-1, per_unit)
     bias = np.zeros(units, dtype=np.float32)
     bias[alive] = live_bias
@@ -413,10 +425,6 @@ def _stored(values, value_dtype):
         raise ContainerError(f'a value of {largest:g} does not fit in {value_dtype.name}; '
                              'store this model without the float16 option')
     return values.astype(value_dtype)
-
-
-def _float_bytes(values, value_dtype):
-    return _stored(values, value_dtype).tobytes()
 
 
 def _read_floats(payload, pos, count, value_dtype):
@@ -493,6 +501,24 @@ class BitWriter:
     def codes(self, table, symbols):
         self.raw(table.codes[symbols], table.lengths[symbols])
 
+    def floats(self, values, dtype):
+        """values stored as dtype (float32 or float16), every bit kept: the lowest exponent
+        and the width of their range, the Huffman code of the exponents over it, then
+        each value's exponent code, sign and mantissa. Nothing for no values."""
+        if not len(values):
+            return
+        exponent_bits, mantissa_bits = FLOAT_FIELDS[dtype.itemsize]
+        words = _stored(values, dtype).view(f'<u{dtype.itemsize}').astype(np.uint64)
+        exponents = (words >> np.uint64(mantissa_bits)) & np.uint64((1 << exponent_bits) - 1)
+        low, high = int(exponents.min()), int(exponents.max())
+        self.raw([low, high - low], [exponent_bits, exponent_bits])
+        shifted = (exponents - np.uint64(low)).astype(np.int64)
+        table = self.table(np.bincount(shifted, minlength=high - low + 1), sparse=True)
+        self.codes(table, shifted)
+        sign = words >> np.uint64(exponent_bits + mantissa_bits)
+        mantissa = words & np.uint64((1 << mantissa_bits) - 1)
+        self.raw((sign << np.uint64(mantissa_bits)) | mantissa, np.full(len(words), 1 + mantissa_bits))
+
     def bytes(self):
         if not self.parts:
             return b''
@@ -547,6 +573,20 @@ class BitReader:
         starts, leaf = codeword_starts(body, lengths, table.codes[canonical], n, 'bit stream')
         self.pos += int(starts[-1] + lengths[leaf[-1]])
         return canonical[leaf]
+
+    def floats(self, n, dtype):
+        """n values that BitWriter.floats wrote as dtype, as float32."""
+        if not n:
+            return np.zeros(0, dtype=np.float32)
+        exponent_bits, mantissa_bits = FLOAT_FIELDS[dtype.itemsize]
+        low, width = (int(v) for v in self.raw([exponent_bits, exponent_bits]))
+        if low + width >= (1 << exponent_bits) - 1:  # all ones: infinity or NaN
+            raise Corrupt(f'float exponents {low} to {low + width}')
+        exponents = self.codes(self.table(width + 1, sparse=True), n).astype(np.uint64) + np.uint64(low)
+        rest = self.raw(np.full(n, 1 + mantissa_bits))
+        words = (((rest >> np.uint64(mantissa_bits)) << np.uint64(exponent_bits + mantissa_bits))
+                 | (exponents << np.uint64(mantissa_bits)) | (rest & np.uint64((1 << mantissa_bits) - 1)))
+        return words.astype(f'<u{dtype.itemsize}').view(dtype).astype(np.float32)
 
     def finish(self):
         if len(self.bits) - self.pos >= 8 or self.bits[self.pos:].any():

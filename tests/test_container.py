@@ -68,7 +68,10 @@ def test_dead_units_lose_incoming_weights_and_bias_but_not_function():
     assert model.fc1.weight[:6].count_nonzero() > 0  # the caller's model is untouched
     _, report = encode_model(model)
     fc1 = next(r for r in report['layers'] if r['layer'] == 'fc1')
-    assert fc1['live_units'] == 10 and fc1['bias_bytes'] == 4 * 10
+    assert fc1['live_units'] == 10
+    dead_too = encode_model(make_model(kept=0.5, dead_fc1_units=0))[1]
+    assert fc1['bias_float_bits'] < next(r for r in dead_too['layers']
+                                         if r['layer'] == 'fc1')['bias_float_bits']
 
 
 def test_one_value_per_layer_costs_no_value_bits():
@@ -181,8 +184,28 @@ def test_unknown_version(encoded):
         decode_model(encoded[:3] + bytes([7]) + encoded[4:])
 
 
-def test_version_1_files_without_a_dataset_load_as_cifar10(encoded):
-    _, sections = container._split_sections(encoded, 'x')
+FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures')
+
+
+def old_file(name):
+    """A file written by an earlier format version (made from make_model(kept=0.05,
+    values=5, dead_fc1_units=3), the `encoded` fixture's model)."""
+    with open(os.path.join(FIXTURES, name), 'rb') as f:
+        return f.read()
+
+
+def test_version_2_files_still_load():
+    model = make_model(kept=0.05, values=5, dead_fc1_units=3)
+    assert old_file('tiny-v2.dcz')[3] == 2
+    assert params_equal(decode_model(old_file('tiny-v2.dcz')), strip_dead_units(model))
+    # float16 values, 2-bit shared biases: the same lossy model as today's encoder makes
+    lossy = decode_model(encode_model(model, float16=True, bias_bits=2)[0])
+    assert params_equal(decode_model(old_file('tiny-v2-lossy.dcz')), lossy)
+
+
+def test_version_1_files_without_a_dataset_load_as_cifar10():
+    version_2 = old_file('tiny-v2.dcz')
+    _, sections = container._split_sections(version_2, 'x')
     header = sections[0][1]
     _, arch_end = container._read_text(header, 0)
     _, dataset_end = container._read_text(header, arch_end)
@@ -191,7 +214,7 @@ def test_version_1_files_without_a_dataset_load_as_cifar10(encoded):
                  + b''.join(container._section(tag, payload) for tag, payload in sections[1:]))
     model = decode_model(version_1)
     assert model.dataset == 'cifar10'
-    assert params_equal(model, decode_model(encoded))
+    assert params_equal(model, decode_model(version_2))
 
 
 def test_unknown_dataset(encoded, monkeypatch):
@@ -302,7 +325,6 @@ def test_huge_position_gaps_are_refused(encoded):
     payload = container._split_sections(encoded, 'x')[1][3][1]  # fc2, 16 x 10 live weights
     nonzeros, pos = container.read_varint(payload, 0, 'x')
     k, pos = container.read_varint(payload, pos, 'x')
-    pos += 4 * k
     crafted = payload[:pos] + container.varint(64) + payload[pos + 1:]
     with pytest.raises(ContainerError, match='position buckets'):
         decode_model(reframe_layer(encoded, 2, crafted))
@@ -326,3 +348,39 @@ def test_code_lengths_are_limited_and_complete():
     lengths = container._limited_lengths(np.array(fibonacci))
     assert lengths.max() <= container.MAX_CODE_LENGTH
     assert np.sum(2.0 ** -lengths) == 1.0
+
+
+FLOAT32_EDGES = [0.0, -0.0, 1.0, -1.0, 1e-45, -1e-45, 1.1754944e-38, 3.4028235e38, -3.4028235e38,
+                 0.1, 2.0 ** -60, 123456.789]
+
+
+@pytest.mark.parametrize('dtype', ['<f4', '<f2'])
+@pytest.mark.parametrize('values', [[], [0.5], [-0.0], [0.25, 0.25, 0.25], FLOAT32_EDGES,
+                                    np.random.default_rng(0).normal(0, 0.05, 300).tolist()])
+def test_floats_round_trip_bit_exact(dtype, values):
+    dtype = np.dtype(dtype)
+    stored = np.array(values, dtype=np.float32)
+    if dtype.itemsize == 2:
+        stored = stored[np.abs(stored) <= np.finfo(np.float16).max]
+    writer = container.BitWriter()
+    writer.floats(stored, dtype)
+    reader = container.BitReader(writer.bytes())
+    decoded = reader.floats(len(stored), dtype)
+    reader.finish()
+    assert decoded.dtype == np.float32
+    expected = stored.astype(dtype).astype(np.float32)
+    assert decoded.view(np.uint32).tolist() == expected.view(np.uint32).tolist()  # -0.0 too
+
+
+def test_floats_of_a_few_binades_cost_less_than_raw():
+    biases = np.random.default_rng(0).normal(0, 0.05, 1000).astype(np.float32)
+    writer = container.BitWriter()
+    writer.floats(biases, np.dtype('<f4'))
+    assert writer.size < 28 * len(biases)  # raw: 32; sign and mantissa alone: 24
+
+
+def test_infinite_float_exponents_are_refused():
+    writer = container.BitWriter()
+    writer.raw([250, 5], [8, 8])  # exponents 250 to 255: 255 means infinity or NaN
+    with pytest.raises(container.Corrupt, match='float exponents 250 to 255'):
+        container.BitReader(writer.bytes()).floats(3, np.dtype('<f4'))
