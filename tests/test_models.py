@@ -1,4 +1,5 @@
 """Every model on every dataset: shapes, and one prune / share / encode pass on random weights."""
+import json
 import os
 
 import pytest
@@ -80,6 +81,18 @@ def test_the_shipped_model_loads_as_alexnet_for_cifar10():
     model = load_compressed(os.path.join(ROOT, 'models', 'alexnet-cifar10.dcz'))
     assert (model.arch, model.dataset) == ('alexnet', 'cifar10')
     assert model.fc3.weight.shape == (10, 4096) and model.conv1.weight.shape == (64, 3, 11, 11)
+
+
+def test_the_shipped_models_json_describes_its_file():
+    path = os.path.join(ROOT, 'models', 'alexnet-cifar10.dcz')
+    with open(path.replace('.dcz', '.json')) as f:
+        card = json.load(f)
+    model = load_compressed(path)
+    assert card['bytes'] == os.path.getsize(path)
+    assert card['ratio'] == pytest.approx(card['dense_float32_bytes'] / card['bytes'])
+    assert card['dense_float32_bytes'] == 4 * sum(p.numel() for p in model.parameters())
+    assert {name: int(layer.weight.count_nonzero()) for name, layer in model.prunable_layers()} == {
+        name: layer['nonzeros'] for name, layer in card['layers'].items()}
 
 
 def test_lenets_built_directly_are_mnist_models():
