@@ -136,6 +136,8 @@ def parse_args(argv=None):
         # The copy leaves unread units out: their incoming weights must go at every cut
         # (which changes nothing the network computes), or they would stay frozen.
         args.prune_dead_units = True
+    if args.round_epochs is None:  # a recipe's null gets past argparse
+        util.fail('--round-epochs must be a number of epochs or a JSON list of them, got null')
     if args.time_limit is not None and args.time_limit <= 0:
         util.fail(f'--time-limit must be a positive number of minutes, got {args.time_limit}')
     if args.prune_rounds < 1:
@@ -168,11 +170,11 @@ def round_epochs_list(text):
     except json.JSONDecodeError:
         epochs = None
     epochs = epochs if isinstance(epochs, list) else [epochs]
-    if not epochs or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
-                             for n in epochs):
+    if not epochs or not all(isinstance(n, (int, float)) and not isinstance(n, bool)
+                             and n >= 0 and float(n).is_integer() for n in epochs):
         raise argparse.ArgumentTypeError(f'{text!r} is neither a number of epochs nor a '
                                          'JSON list of them, e.g. 6 or [3, 3, 6]')
-    return epochs
+    return [int(n) for n in epochs]
 
 
 def epochs_of_round(args, number):

@@ -24,12 +24,14 @@ symbol needs neither lengths nor codes. Positions are the gaps between successiv
 non-zeros over the layer's live units, flattened, each coded as its bit length (Huffman)
 plus the bits after the leading one (Elias gamma with learned bucket codes).
 Floats keep every bit: an array's exponents, which span a few binades only, are
-Huffman-coded over the range present (its lowest exponent and width first, then a
-presence bit and a code length per exponent in it); each value's sign and mantissa
-follow raw. Versions 1 and 2 stored the codebook right after k and the biases (raw, or
-their count and codebook) right after the bucket count, as plain little-endian floats.
+Huffman-coded over the range present: its lowest exponent and width (raw, 8 bits each,
+5 for float16), a presence bit per exponent in the range (when it holds more than one),
+the code lengths of the present ones (when more than one is present), the exponent codes
+of all values, then every value's sign and mantissa, raw. Versions 1 and 2 stored the
+codebook right after k and the biases (raw, or their count and codebook) right after the
+bucket count, as plain little-endian floats.
 The CRCs cover every section; the magic and version byte before them are checked by
-value.
+value, and from version 3 on the header's CRC covers them too.
 
 Only live units are stored. Saving first removes, without changing the network's
 function, every unit that no later weight reads: its incoming weights and bias are
@@ -132,7 +134,7 @@ def encode_model(model, float16=False, bias_bits=None):
     flags = (FLOAT16 if float16 else 0) | (SHARED_BIASES if bias_bits is not None else 0)
     value_dtype = np.dtype('<f2' if float16 else '<f4')
     header = _header_payload(arch, model.dataset, flags, layers)
-    out = [MAGIC, bytes([VERSION]), _section(HEADER, header)]
+    out = [MAGIC, bytes([VERSION]), _section(HEADER, header, _crc_start(VERSION))]
     rows = []
     for (name, _), weight, bias, alive in zip(layers, weights, biases, live, strict=True):
         payload, row = _encode_layer(weight, bias, alive, value_dtype, bias_bits)
@@ -235,9 +237,16 @@ def _build(arch, dataset, shapes, path):
 
 
 # ---------------------------------------------------------------- sections
-def _section(tag, payload):
+def _section(tag, payload, crc_start=0):
     framed = tag + varint(len(payload)) + payload
-    return framed + struct.pack('<I', zlib.crc32(framed))
+    return framed + struct.pack('<I', zlib.crc32(framed, crc_start))
+
+
+def _crc_start(version):
+    """Where the header section's CRC starts: from version 3 on, the magic and version
+    byte are under it, since the version decides how layers are read (2 and 3 differ in
+    one bit)."""
+    return zlib.crc32(MAGIC + bytes([version])) if version >= 3 else 0
 
 
 def _split_sections(data, path):
@@ -264,7 +273,7 @@ def _split_sections(data, path):
             raise ContainerError(f'{path}: truncated file (section {len(sections)} claims '
                                  f'{length} bytes, the file ends first)')
         (crc,) = struct.unpack('<I', data[end:end + 4])
-        if zlib.crc32(data[start:end]) != crc:
+        if zlib.crc32(data[start:end], _crc_start(version) if not sections else 0) != crc:
             raise ContainerError(f'{path}: checksum mismatch in section {len(sections)}: '
                                  'the file is corrupt')
         sections.append((data[start:start + 1], data[pos:end]))
@@ -503,8 +512,9 @@ class BitWriter:
 
     def floats(self, values, dtype):
         """values stored as dtype (float32 or float16), every bit kept: the lowest exponent
-        and the width of their range, the Huffman code of the exponents over it, then
-        each value's exponent code, sign and mantissa. Nothing for no values."""
+        and the width of their range, the Huffman code of the exponents over it, the
+        exponent codes of all values, then each value's sign and mantissa. Nothing for no
+        values."""
         if not len(values):
             return
         exponent_bits, mantissa_bits = FLOAT_FIELDS[dtype.itemsize]

@@ -278,7 +278,16 @@ def test_bad_round_epochs_are_refused(text, capsys):
 
 
 def test_round_epochs_come_from_a_recipe_as_a_number_or_a_list(tmp_path):
-    for value, expected in ((6, [6]), ([3, 3, 6], [3, 3, 6])):
+    for value, expected in ((6, [6]), (2.0, [2]), ([3, 3, 6], [3, 3, 6])):
         path = tmp_path / 'recipe.json'
         path.write_text(json.dumps({'pruning': {'round_epochs': value}}))
         assert pruning.parse_args(['--config', str(path)]).round_epochs == expected
+
+
+def test_a_recipes_null_round_epochs_is_refused(tmp_path, capsys):
+    path = tmp_path / 'recipe.json'
+    path.write_text(json.dumps({'pruning': {'round_epochs': None}}))
+    with pytest.raises(SystemExit):
+        pruning.parse_args(['--config', str(path)])
+    assert 'error: --round-epochs must be a number of epochs or a JSON list of them, got null' in (
+        capsys.readouterr().err)
