@@ -136,8 +136,6 @@ def parse_args(argv=None):
         # The copy leaves unread units out: their incoming weights must go at every cut
         # (which changes nothing the network computes), or they would stay frozen.
         args.prune_dead_units = True
-    if args.round_epochs is None:  # a recipe's null gets past argparse
-        util.fail('--round-epochs must be a number of epochs or a JSON list of them, got null')
     if args.time_limit is not None and args.time_limit <= 0:
         util.fail(f'--time-limit must be a positive number of minutes, got {args.time_limit}')
     if args.prune_rounds < 1:

@@ -143,7 +143,8 @@ def _config_value(action, value, path, key):
         valid = number and (action.type is float or float(value).is_integer())
         value = action.type(value) if valid else value
     else:
-        valid = value is None or isinstance(value, str) or number
+        # null only where the flag's own default is (the command line cannot say null)
+        valid = (value is None and action.default is None) or isinstance(value, str) or number
         value = value if value is None else str(value)
     if not valid or (action.choices and value not in action.choices):
         fail(f'{path}: "{key}": {json.dumps(value)} is not a valid value for '

@@ -200,19 +200,23 @@ def tables():
     return module
 
 
-def fake_rounds(monkeypatch, accuracies, out_of_time):
+def fake_rounds(monkeypatch, accuracies, out_of_time, seconds=None, judged=None):
     """Stub out training, testing and data for pruning.run; return the list that collects
     the epochs of every train() call. accuracies: what util.test returns in turn (initial,
     then per round after pruning and after retraining); out_of_time: what out_of_time
-    returns after each round."""
+    returns after each round; seconds: what train() returns in turn (default 1.0 s per
+    epoch); judged, a list: collects the epoch seconds out_of_time is given."""
     epochs = []
-    monkeypatch.setattr(pruning, 'train', lambda model, data, args, n, *a, **k: epochs.append(n) or 1.0)
+    seconds = iter(seconds) if seconds is not None else None
+    monkeypatch.setattr(pruning, 'train', lambda model, data, args, n, *a, **k:
+                        epochs.append(n) or (next(seconds) if seconds else 1.0))
     answers = iter(accuracies)
     monkeypatch.setattr(pruning.util, 'test', lambda *a, **k: next(answers))
     fake = torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.long)
     monkeypatch.setattr(pruning.util, 'model_split', lambda *a: fake)
     times = iter(out_of_time)
-    monkeypatch.setattr(pruning, 'out_of_time', lambda *a: next(times))
+    monkeypatch.setattr(pruning, 'out_of_time', lambda *a: (judged is not None and judged.append(a[-1]))
+                        or next(times))
     return epochs
 
 
@@ -258,14 +262,9 @@ def test_rounds_get_their_listed_epochs_and_the_last_entry_repeats(tmp_path, mon
 def test_the_time_limit_judges_the_final_epochs_by_the_last_rounds_epochs(tmp_path, monkeypatch):
     # Initial epochs take 50 s, round epochs 20 s, 10 s, (none), 8 s: the final epochs run
     # on the last round's network, so its time counts, not the slow initial epochs'.
-    seconds = iter([50.0, 20.0, 10.0, 0.0, 8.0, 7.0])
-    monkeypatch.setattr(pruning, 'train', lambda *a, **k: next(seconds))
-    answers = iter([70] + [60] * 10)
-    monkeypatch.setattr(pruning.util, 'test', lambda *a, **k: next(answers))
-    fake = torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.long)
-    monkeypatch.setattr(pruning.util, 'model_split', lambda *a: fake)
     judged = []
-    monkeypatch.setattr(pruning, 'out_of_time', lambda *a: judged.append(a[-1]) or False)
+    fake_rounds(monkeypatch, [70] + [60] * 10, out_of_time=[False] * 4,
+                seconds=[50.0, 20.0, 10.0, 0.0, 8.0, 7.0], judged=judged)
     run_rounds(tmp_path, '--round-epochs', '[3, 3, 0, 3]')
     assert judged == [20.0, 10.0, 10.0, 8.0]  # round 3 has no epochs: round 2's stand
 
@@ -289,5 +288,4 @@ def test_a_recipes_null_round_epochs_is_refused(tmp_path, capsys):
     path.write_text(json.dumps({'pruning': {'round_epochs': None}}))
     with pytest.raises(SystemExit):
         pruning.parse_args(['--config', str(path)])
-    assert 'error: --round-epochs must be a number of epochs or a JSON list of them, got null' in (
-        capsys.readouterr().err)
+    assert '"round_epochs": null is not a valid value for --round-epochs' in capsys.readouterr().err
