@@ -101,6 +101,12 @@ def parse_args(argv=None):
     p.add_argument('--round-spans', type=str, default=None, metavar='JSON',
                    help='per layer, the share of the rounds after which it reaches its rate, '
                         'e.g. \'{"fc2": 0.25}\' (default 1: the last round)')
+    p.add_argument('--unit-rates', type=str, default=None, metavar='JSON',
+                   help='percent of a layer\'s output units kept, e.g. \'{"fc1": 2, "fc2": 1.5}\': '
+                        'after each cut, the least salient units (L1 of incoming x outgoing '
+                        'weights) lose all their weights, on the same schedule as --rates. In '
+                        'the homework format every distinct unit of an fc layer costs a 33-bit '
+                        'code-tree leaf')
     p.add_argument('--round-epochs', type=round_epochs_list, default=[2], metavar='N',
                    help='retraining epochs after each round but the last (which gets '
                         '--re-epochs): a number, or a JSON list of one per round, whose last '
@@ -242,6 +248,22 @@ def round_rates(rates, rounds, spans=None):
             for r in range(1, rounds + 1)]
 
 
+def parse_unit_rates(text, model):
+    """--unit-rates JSON -> {layer: percent of its units kept}, checked (None if not given)."""
+    if text is None:
+        return None
+    try:
+        given = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f'--unit-rates is not valid JSON ({err.msg}): {text}') from None
+    if not isinstance(given, dict):
+        raise ValueError(f'--unit-rates must be a JSON object of layer -> percent of units kept, got {text}')
+    last = model.prunable_layers()[-1][0]
+    if last in given:
+        raise ValueError(f'--unit-rates: {last} is the last layer; its units are the outputs')
+    return validate_rates(model, given)
+
+
 def parse_spans(text, model):
     """--round-spans JSON -> {layer: share of the rounds of model's layers}, checked."""
     if text is None:
@@ -267,9 +289,9 @@ def structured(args):
     return not homework
 
 
-def prune_round(model, args, rates):
-    """Prune (by rates, or by std when rates is None), optionally fold constant units and
-    drop dead units; test."""
+def prune_round(model, args, rates, unit_rates=None):
+    """Prune (by rates, or by std when rates is None), then the least salient units (by
+    unit_rates, if given); optionally fold constant units and drop dead units; test."""
     if rates is None:
         model.prune_by_std(args.sensitivity)
     elif structured(args):
@@ -278,6 +300,9 @@ def prune_round(model, args, rates):
     else:
         model.prune_by_percentile(rates)
     record = {'rates': rates}
+    if unit_rates:
+        record['unit_rates'] = unit_rates
+        record['unit_weights_removed'] = model.prune_units(unit_rates)
     if args.fold_constant_units:
         record['constant_units_weights_removed'] = model.fold_constant_units()
     if args.prune_dead_units:
@@ -323,7 +348,8 @@ def main(argv=None):
             layers = build_model(args.model, args.dataset)
         rates = parse_rates(args.rates, layers) if args.prune == 'percentile' else None
         spans = parse_spans(args.round_spans, layers)  # refused now, not after the training
-        run(args, rates, spans)
+        unit_rates = parse_unit_rates(args.unit_rates, layers)
+        run(args, rates, spans, unit_rates)
     except (ValueError, CheckpointError, util.DataError) as err:
         util.fail(err)
 
@@ -357,7 +383,7 @@ def out_of_time(args, started, round_seconds, epoch_seconds):
     return finish > started + 60 * args.time_limit
 
 
-def run(args, rates, spans=None):
+def run(args, rates, spans=None, unit_rates=None):
     started = time.time()
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
@@ -394,13 +420,15 @@ def run(args, rates, spans=None):
         schedule = round_rates(rates, args.prune_rounds, spans)
     else:
         schedule = [None]  # one cut by std
+    unit_schedule = (round_rates(unit_rates, len(schedule), spans) if unit_rates
+                     else [None] * len(schedule))
     results['rounds'] = []
     kept = None  # (state, record) of the last round that stayed above --min-accuracy
-    for number, round_rate in enumerate(schedule, 1):
+    for number, (round_rate, round_units) in enumerate(zip(schedule, unit_schedule, strict=True), 1):
         round_started = time.time()
         last = number == len(schedule)
         tag = '' if len(schedule) == 1 else f' (round {number}/{len(schedule)})'
-        record = prune_round(model, args, round_rate)
+        record = prune_round(model, args, round_rate, round_units)
         print(f'--- After pruning{tag} ---')
         util.print_nonzeros(model)
         if args.target_ratio is not None and not last and reaches(model, args.target_ratio):

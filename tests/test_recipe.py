@@ -128,6 +128,86 @@ def test_units_with_one_input_left_are_not_folded(tiny):
     assert torch.equal(tiny.fc2.weight, fc2)
 
 
+# ---------------------------------------------------------------- unit pruning
+def units_with_salience(tiny, incoming, outgoing):
+    """tiny with fc1 unit u's incoming weights all incoming[u] and fc2's reading of it
+    outgoing[u] (salience 256 * incoming[u] * 10 * outgoing[u])."""
+    tiny.prune_by_percentile(100)
+    with torch.no_grad():
+        tiny.fc1.weight.copy_(torch.tensor(incoming)[:, None].expand(16, 256))
+        tiny.fc2.weight.copy_(torch.tensor(outgoing)[None, :].expand(10, 16))
+    return tiny
+
+
+def test_unit_pruning_keeps_exactly_the_most_salient_units(tiny):
+    # Salience in * out: unit u has u + 1 in and 16 - u out, largest in the middle:
+    # units 6 to 9 (70, 72, 72, 70), then 5 and 10 (66).
+    incoming = [float(u + 1) for u in range(16)]
+    outgoing = [float(16 - u) for u in range(16)]
+    units_with_salience(tiny, incoming, outgoing)
+    removed = tiny.prune_units({'fc1': 25})  # 4 of 16 units
+    kept = [6, 7, 8, 9]
+    assert removed == 12 * 256 + 12 * 10
+    assert (tiny.fc1.weight_mask.sum(1) > 0).nonzero().flatten().tolist() == kept
+    assert (tiny.fc2.weight_mask.sum(0) > 0).nonzero().flatten().tolist() == kept
+    assert (tiny.fc1.weight != 0).sum(1).nonzero().flatten().tolist() == kept
+    assert (tiny.fc2.weight != 0).sum(0).nonzero().flatten().tolist() == kept
+    assert tiny.conv1.weight_mask.all()  # other layers untouched
+    assert tiny.prune_units({'fc1': 25}) == 0  # already there
+
+
+def test_unit_pruning_leaves_dead_and_constant_units_to_their_own_steps(tiny):
+    # Units 0-3 have no outgoing weights (dead), 4-7 no incoming (constant): neither is
+    # ranked or counted, so the 8 live units compete for 4 places and lose 4.
+    incoming = [1.0] * 4 + [0.0] * 4 + [float(u) for u in range(1, 9)]
+    outgoing = [0.0] * 4 + [1.0] * 4 + [1.0] * 8
+    units_with_salience(tiny, incoming, outgoing)
+    assert tiny.prune_units({'fc1': 25}) == 4 * 256 + 4 * 10
+    assert (tiny.fc1.weight != 0).sum(1).nonzero().flatten().tolist() == [0, 1, 2, 3, 12, 13, 14, 15]
+    assert (tiny.fc2.weight != 0).sum(0).nonzero().flatten().tolist() == [4, 5, 6, 7, 12, 13, 14, 15]
+
+
+def test_unit_pruning_of_conv_filters_removes_the_fc_inputs_of_their_channels(tiny):
+    tiny.prune_by_percentile(100)
+    with torch.no_grad():
+        tiny.conv1.weight.copy_(torch.tensor([1.0, 4.0, 2.0, 3.0])[:, None, None, None].expand(4, 3, 3, 3))
+        tiny.fc1.weight.fill_(1.0)
+    removed = tiny.prune_units({'conv1': 50})
+    assert removed == 2 * 27 + 2 * 64 * 16
+    assert (tiny.conv1.weight_mask.sum((1, 2, 3)) > 0).tolist() == [False, True, False, True]
+    read = tiny.fc1.weight_mask.view(16, 4, 64).sum((0, 2)) > 0  # channel-major features
+    assert read.tolist() == [False, True, False, True]
+
+
+@pytest.mark.parametrize('text, message', [
+    ('{"fc2": 1}', 'fc2 is the last layer'),
+    ('{"fc1": 120}', 'between 0 and 100'),
+    ('{"fc9": 1}', 'unknown layer'),
+    ('[1]', 'JSON object'),
+    ('{fc1', 'not valid JSON'),
+])
+def test_bad_unit_rates_are_refused(tiny, text, message):
+    with pytest.raises(ValueError, match=message):
+        pruning.parse_unit_rates(text, tiny)
+
+
+def test_unit_rates_follow_the_round_schedule(tmp_path, monkeypatch):
+    from tests.test_compact import fake_rounds
+    fake_rounds(monkeypatch, [70] + [60] * 8, out_of_time=[False] * 3)
+    args = pruning.parse_args(['--prune-rounds', '4', '--re-epochs', '1', '--log', str(tmp_path / 'log.txt'),
+                               '--save-model-path', str(tmp_path / 'final.ptmodel'),
+                               '--load-model-path', str(tmp_path / 'initial.ptmodel'),
+                               '--unit-rates', '{"fc2": 1}', '--round-spans', '{"fc2": 0.5}'])
+    model = AlexNet()
+    pruning.run(args, pruning.parse_rates('{"fc3": 100}', model), {'fc2': 0.5},
+                pruning.parse_unit_rates(args.unit_rates, model))
+    rounds = json.loads((tmp_path / 'log.pruning.json').read_text())['rounds']
+    assert [r['unit_rates']['fc2'] for r in rounds] == pytest.approx([10, 1, 1, 1])
+    saved = torch.load(tmp_path / 'final.ptmodel', weights_only=False)
+    live = int((saved.fc3.weight != 0).any(0).sum())
+    assert live == round(4096 * 0.01)  # fc2's units that fc3 still reads
+
+
 # ---------------------------------------------------------------- recipe files
 def write_recipe(tmp_path, recipe):
     path = tmp_path / 'recipe.json'
