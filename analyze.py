@@ -1,24 +1,36 @@
-"""Analysis tools: per-layer pruning sensitivity, per-layer bits sensitivity, and one
-layer's weight distribution through the pipeline. Each writes a CSV, and a PNG plot
-when matplotlib is installed (`pip install -r requirements-plot.txt`; optional).
+"""Analysis tools: per-layer pruning sensitivity, per-layer bits sensitivity, one
+layer's weight distribution through the pipeline, and what further cuts of a finished
+model cost and save. Each writes a CSV, and the first three a PNG plot when matplotlib
+is installed (`pip install -r requirements-plot.txt`; optional).
 
     python analyze.py sensitivity --load-model-path saves/initial_model.ptmodel
     python analyze.py bits --load-model-path saves/model_after_retraining.ptmodel
     python analyze.py distribution --layer fc2
+    python analyze.py cuts --load-model-path models/alexnet-cifar10.dcz --config configs/best.json
 """
 import argparse
+import copy
 import csv
+import json
 import os
 import sys
 
 import numpy as np
+import torch
 
+import pruning
 import util
-from net.analysis import bits_sensitivity, prune_sensitivity
+from net.analysis import bits_sensitivity, extra_cut, prune_sensitivity
 from net.checkpoint import CheckpointError, load_model
+from net.container import ContainerError, load_compressed
 
 KEPT_PERCENTS = (100, 80, 60, 40, 30, 20, 10, 5, 2, 1, 0.5)
 BIT_WIDTHS = (8, 7, 6, 5, 4, 3, 2, 1)
+# The cuts of docs/RESULTS.md ("Where the bytes go"): none, half the live fc2 / fc1 units,
+# both, and the conv layers after conv1 to 85% of their weights.
+CUTS = ('{}', '{"units": {"fc2": 50}}', '{"units": {"fc1": 50}}',
+        '{"units": {"fc1": 50, "fc2": 50}}',
+        '{"weights": {"conv2": 85, "conv3": 85, "conv4": 85, "conv5": 85}}')
 STAGES = (('before pruning', 'saves/initial_model.ptmodel', 'pruning.py'),
           ('after pruning and retraining', 'saves/model_after_retraining.ptmodel', 'pruning.py'),
           ('after weight sharing', 'saves/model_after_weight_sharing.ptmodel', 'weight_share.py'))
@@ -48,7 +60,33 @@ def parse_args(argv=None):
                        help="one layer's non-zero weights before pruning, after pruning, after sharing")
     d.add_argument('--layer', default='fc2')
     d.add_argument('--bins', type=int, default=200)
-    return p.parse_args(argv)
+    c = sub.add_parser('cuts', parents=[common],
+                       help='a finished model cut further in each way given, retrained, then '
+                            'weight-shared: accuracy and homework-format bytes of each')
+    c.add_argument('--load-model-path', default='saves/model_after_retraining.ptmodel',
+                   help='a pruning.py checkpoint or a .dcz file')
+    c.add_argument('--cuts', type=_cut, nargs='+', default=[_cut(text) for text in CUTS],
+                   metavar='JSON', help='each a JSON object: {"units": {layer: percent of its '
+                   'live units kept}, "weights": {layer: percent of its non-zero weights '
+                   'kept}}; {} retrains only. Default: ' + ' '.join(CUTS))
+    c.add_argument('--epochs', type=int, default=8, help='retraining epochs after each cut')
+    c.add_argument('--config', default=None, metavar='FILE',
+                   help="a recipe whose pruning section sets the retraining (optimizer, "
+                        "learning rate, bf16, compact training); default pruning.py's")
+    args = p.parse_args(argv)
+    if args.command == 'cuts' and args.epochs < 0:
+        p.error(f'--epochs must be 0 or more, got {args.epochs}')
+    return args
+
+
+def _cut(text):
+    try:
+        cut = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f'not valid JSON ({err.msg}): {text}') from None
+    if not isinstance(cut, dict):
+        raise argparse.ArgumentTypeError(f'a cut is a JSON object, e.g. {CUTS[1]}; got {text}')
+    return cut
 
 
 def _numbers(kind):
@@ -66,8 +104,8 @@ def main(argv=None):
     args.out = args.out or os.path.join('docs', args.command)
     try:
         {'sensitivity': run_sensitivity, 'bits': run_bits,
-         'distribution': run_distribution}[args.command](args)
-    except (ValueError, CheckpointError, util.DataError) as err:
+         'distribution': run_distribution, 'cuts': run_cuts}[args.command](args)
+    except (ValueError, CheckpointError, ContainerError, util.DataError) as err:
         util.fail(err)
 
 
@@ -120,6 +158,38 @@ def run_distribution(args):
                  for lo, hi, c in zip(edges[:-1], edges[1:], counts, strict=True)]
     write_csv(args.out, rows)
     plot_distribution(args.out, args.layer, edges, stages)
+
+
+def run_cuts(args):
+    model = finished_model(args.load_model_path)
+    flags = ['--config', args.config] if args.config else []
+    training = pruning.parse_args(flags + (['--no-cuda'] if args.no_cuda else []))
+    device = util.device_for(not args.no_cuda)
+    util.DATA_DIR, util.SUBSET = args.data_dir, args.subset
+    data = util.model_data(model, args.data_dir, args.subset, device)
+    rows = []
+    for cut in args.cuts:
+        cut_model = copy.deepcopy(model).to(device)
+        extra_cut(cut_model, cut)
+        cut_model.fold_constant_units()
+        cut_model.prune_dead_units()
+        after_cut = util.test(cut_model, not args.no_cuda)
+        generator = torch.Generator().manual_seed(training.seed)
+        pruning.train(cut_model, data, training, args.epochs, 'cut', generator, [])
+        row = {'cut': json.dumps(cut), 'weights': sum(int(m.weight.count_nonzero())
+                                                      for _, m in cut_model.prunable_layers()),
+               'accuracy_after_cut': after_cut,
+               'accuracy_retrained': util.test(cut_model, not args.no_cuda)}
+        shared = pruning.shared_copy_report(cut_model, not args.no_cuda)
+        rows.append(row | {'accuracy_shared': shared['shared_accuracy'],
+                           'bytes': shared['shared_bytes'], 'ratio': shared['shared_ratio']})
+        print(f'cut {row["cut"]}: {json.dumps(rows[-1])}')
+    write_csv(args.out, rows)
+
+
+def finished_model(path):
+    """A pruning.py checkpoint, or a .dcz file's model (masks on its non-zeros)."""
+    return load_compressed(path) if path.endswith('.dcz') else load_model(path, made_by='pruning.py')
 
 
 def write_csv(out, rows):

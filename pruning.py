@@ -258,10 +258,13 @@ def parse_unit_rates(text, model):
         raise ValueError(f'--unit-rates is not valid JSON ({err.msg}): {text}') from None
     if not isinstance(given, dict):
         raise ValueError(f'--unit-rates must be a JSON object of layer -> percent of units kept, got {text}')
-    last = model.prunable_layers()[-1][0]
-    if last in given:
-        raise ValueError(f'--unit-rates: {last} is the last layer; its units are the outputs')
-    return validate_rates(model, given)
+    rates = validate_rates(model, given)
+    for name in rates:
+        try:
+            model.unit_salience(name)
+        except ValueError as err:
+            raise ValueError(f'--unit-rates: {err}') from None
+    return rates
 
 
 def parse_spans(text, model):

@@ -8,6 +8,7 @@ import copy
 
 import torch
 
+from .prune import validate_rates
 from .quantization import check_bits, share_weights
 
 
@@ -38,3 +39,27 @@ def bits_sensitivity(model, evaluate, bit_widths):
                          'distinct_nonzero': int(weight[weight != 0].unique().numel()),
                          'accuracy': evaluate(shared)})
     return rows
+
+
+CUT_KINDS = ('units', 'weights')
+
+
+def extra_cut(model, cut):
+    """Cut a (pruned) model further, in place, relative to what it has left.
+
+    cut: {'units': {layer: percent of its live units kept (the most salient, see
+    PruningModule.prune_units)}, 'weights': {layer: percent of its non-zero weights kept
+    (the largest)}}; either part may be missing, and units go first.
+    """
+    unknown = set(cut) - set(CUT_KINDS)
+    if unknown:
+        raise ValueError(f'unknown kind of cut {sorted(unknown)}; use {list(CUT_KINDS)}')
+    for name, percent in validate_rates(model, cut.get('units', {})).items():
+        live = int((model.unit_salience(name) > 0).sum())
+        units = len(model.unit_salience(name))
+        model.prune_units({name: 100 * round(live * percent / 100) / units})
+    layers = dict(model.prunable_layers())
+    for name, percent in validate_rates(model, cut.get('weights', {})).items():
+        weight = layers[name].weight
+        kept = round(int(weight.count_nonzero()) * percent / 100)
+        model.prune_by_percentile({name: 100 * kept / weight.numel()})

@@ -114,36 +114,47 @@ class PruningModule(nn.Module):
 
     def prune_units(self, q):
         """Keep the q[name] percent of each named layer's output units (fc units or conv
-        filters) with the highest salience, and remove the incoming and outgoing weights
-        of the others.
+        filters) with the highest unit_salience, and remove the incoming and outgoing
+        weights of the others.
 
-        A unit's salience is the L1 norm of its incoming weights times that of the weights
-        that read it in the next layer. Only units with both are ranked (and counted):
-        those without outgoing weights are dead, those without incoming ones constant,
-        and prune_dead_units / fold_constant_units deal with them without changing the
-        function. Why: in the homework format every distinct unit an fc layer's weights
-        touch costs a 33-bit leaf in a code tree (twice for a unit between two fc layers),
-        so a few units with several weights each cost far less than many with one.
-        The last layer (the classes) has no next layer and cannot be named. Returns the
-        number of non-zero weights removed.
+        Only units with both incoming and outgoing weights are ranked (and counted): the
+        others are dead or constant, and prune_dead_units / fold_constant_units remove
+        them without changing the function. Why: in the homework format every distinct
+        unit an fc layer's weights touch costs a 33-bit leaf in a code tree (twice for a
+        unit between two fc layers), so a few units with several weights each cost far
+        less than many with one. Returns the number of non-zero weights removed.
         """
         q = validate_rates(self, q)
-        layers = self.prunable_layers()
-        following = dict(zip((name for name, _ in layers), (m for _, m in layers[1:]), strict=False))
         removed = 0
         for name, percent in q.items():
-            if name not in following:
-                raise ValueError(f'unit rates: {name} is the last layer; its units are the outputs')
-            layer, reader = dict(layers)[name], following[name]
-            units = layer.weight.shape[0]
-            salience = _unit_salience(layer, reader, units)
+            salience = self.unit_salience(name)
             ranked = (salience > 0).nonzero().flatten()
-            keep = round(units * percent / 100)
+            keep = round(len(salience) * percent / 100)
             if len(ranked) <= keep:
                 continue
             drop = ranked[salience[ranked].argsort(descending=True, stable=True)[keep:]]
-            removed += _remove_units(layer, reader, drop, units)
+            removed += _remove_units(*self._unit_pair(name), drop)
         return removed
+
+    def unit_salience(self, name):
+        """Per output unit of layer `name`: the L1 norm of its incoming weights times that
+        of the next layer's weights that read it (0 for dead and constant units)."""
+        layer, reader = self._unit_pair(name)
+        units = layer.weight.shape[0]
+        incoming = layer.weight.data.abs().view(units, -1).sum(1)
+        outgoing = reader.weight.data.abs().view(reader.weight.shape[0], units, -1).sum((0, 2))
+        return incoming * outgoing
+
+    def _unit_pair(self, name):
+        """(layer `name`, the layer that reads its units)."""
+        names = [n for n, _ in self.prunable_layers()]
+        if name not in names:
+            raise ValueError(f'unknown layer name {name!r}; valid names are {names}')
+        index = names.index(name)
+        if index == len(names) - 1:
+            raise ValueError(f'{name} is the last layer: its units are the outputs')
+        layers = [m for _, m in self.prunable_layers()]
+        return layers[index], layers[index + 1]
 
     def apply_masks(self):
         """Re-zero pruned weights (after an optimizer step, which may have moved them)."""
@@ -163,17 +174,11 @@ def prunable_layers(model):
     return [(name, m) for name, m in model.named_modules() if isinstance(m, PRUNABLE)]
 
 
-def _unit_salience(layer, reader, units):
-    """Per output unit of layer: L1 of its incoming weights x L1 of what reader reads of it."""
-    incoming = layer.weight.data.abs().view(units, -1).sum(1)
-    outgoing = reader.weight.data.abs().view(reader.weight.shape[0], units, -1).sum((0, 2))
-    return incoming * outgoing
-
-
-def _remove_units(layer, reader, drop, units):
+def _remove_units(layer, reader, drop):
     """Zero and mask the incoming weights of units `drop` of layer and reader's weights
     that read them (a reader's inputs are the units' channels, channel-major); return
     how many were non-zero."""
+    units = layer.weight.shape[0]
     removed = 0
     for module, shape, index in ((layer, (units, -1), drop),
                                  (reader, (reader.weight.shape[0], units, -1), (slice(None), drop))):

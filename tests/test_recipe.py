@@ -14,7 +14,7 @@ import analyze
 import huffman_encode
 import pruning
 import weight_share
-from net.analysis import bits_sensitivity, prune_sensitivity
+from net.analysis import bits_sensitivity, extra_cut, prune_sensitivity
 from net.checkpoint import save_model
 from net.models import AlexNet, build_model
 from net.quantization import (
@@ -24,7 +24,7 @@ from net.quantization import (
     share_weights,
     validate_bits,
 )
-from tests.conftest import ROOT
+from tests.conftest import ROOT, fake_mnist_dir
 from training import fit, make_optimizer
 
 
@@ -206,6 +206,51 @@ def test_unit_rates_follow_the_round_schedule(tmp_path, monkeypatch):
     saved = torch.load(tmp_path / 'final.ptmodel', weights_only=False)
     live = int((saved.fc3.weight != 0).any(0).sum())
     assert live == round(4096 * 0.01)  # fc2's units that fc3 still reads
+
+
+def test_extra_cuts_are_relative_to_what_is_left(tiny):
+    tiny.prune_by_percentile({'conv1': 50, 'fc1': 100, 'fc2': 100})
+    with torch.no_grad():
+        tiny.fc2.weight[:, 10:] = 0  # fc1 has 10 live units left
+    conv1 = tiny.conv1.weight.abs().flatten().sort(descending=True).values
+    extra_cut(tiny, {'units': {'fc1': 50}, 'weights': {'conv1': 25}})
+    assert int((tiny.unit_salience('fc1') > 0).sum()) == 5
+    assert int(tiny.conv1.weight.count_nonzero()) == 14  # a quarter of its 54
+    assert tiny.conv1.weight.abs().min() == 0 and tiny.conv1.weight.abs().max() == conv1[0]
+    assert (tiny.conv1.weight.abs()[tiny.conv1.weight != 0] >= conv1[13]).all()
+
+
+@pytest.mark.parametrize('cut, message', [
+    ({'filters': {'conv1': 50}}, 'unknown kind of cut'),
+    ({'units': {'fc9': 50}}, 'unknown layer'),
+    ({'units': {'fc2': 50}}, 'last layer'),
+    ({'weights': {'fc1': 150}}, 'between 0 and 100'),
+])
+def test_bad_extra_cuts_are_refused(tiny, cut, message):
+    with pytest.raises(ValueError, match=message):
+        extra_cut(tiny, cut)
+
+
+def test_cuts_tool_retrains_and_measures_each_cut(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fake_mnist_dir(tmp_path)
+    torch.manual_seed(0)
+    model = build_model('lenet300', 'mnist')
+    model.prune_by_percentile(10)
+    save_model(model, 'model.ptmodel')
+    analyze.main(['cuts', '--load-model-path', 'model.ptmodel', '--data-dir', str(tmp_path),
+                  '--epochs', '1', '--out', 'cuts', '--cuts', '{}', '{"units": {"fc1": 50}}'])
+    with open('cuts.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert [r['cut'] for r in rows] == ['{}', '{"units": {"fc1": 50}}']
+    assert int(rows[1]['weights']) < int(rows[0]['weights'])
+    assert int(rows[1]['bytes']) < int(rows[0]['bytes'])
+
+
+def test_cuts_tool_refuses_a_cut_that_is_not_an_object(capsys):
+    with pytest.raises(SystemExit):
+        analyze.parse_args(['cuts', '--cuts', '[50]'])
+    assert 'a cut is a JSON object' in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- recipe files
