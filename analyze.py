@@ -20,14 +20,14 @@ import torch
 
 import pruning
 import util
-from net.analysis import bits_sensitivity, extra_cut, prune_sensitivity
+from net.analysis import bits_sensitivity, check_cut, extra_cut, prune_sensitivity
 from net.checkpoint import CheckpointError, load_model
 from net.container import ContainerError, load_compressed
 
 KEPT_PERCENTS = (100, 80, 60, 40, 30, 20, 10, 5, 2, 1, 0.5)
 BIT_WIDTHS = (8, 7, 6, 5, 4, 3, 2, 1)
-# The cuts of docs/RESULTS.md ("Where the bytes go"): none, half the live fc2 / fc1 units,
-# both, and the conv layers after conv1 to 85% of their weights.
+# The cuts of docs/RESULTS.md ("What further cuts cost"): none, half the live fc2 / fc1
+# units, both, and the conv layers after conv1 to 85% of their weights.
 CUTS = ('{}', '{"units": {"fc2": 50}}', '{"units": {"fc1": 50}}',
         '{"units": {"fc1": 50, "fc2": 50}}',
         '{"weights": {"conv2": 85, "conv3": 85, "conv4": 85, "conv5": 85}}')
@@ -162,6 +162,8 @@ def run_distribution(args):
 
 def run_cuts(args):
     model = finished_model(args.load_model_path)
+    for cut in args.cuts:  # all refused now, not after the first cut's retraining
+        check_cut(model, cut)
     flags = ['--config', args.config] if args.config else []
     training = pruning.parse_args(flags + (['--no-cuda'] if args.no_cuda else []))
     device = util.device_for(not args.no_cuda)

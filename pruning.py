@@ -248,22 +248,29 @@ def round_rates(rates, rounds, spans=None):
             for r in range(1, rounds + 1)]
 
 
+def parse_schedules(args, model):
+    """(rates, spans, unit rates) of args for model's layers, checked."""
+    rates = parse_rates(args.rates, model) if args.prune == 'percentile' else None
+    return rates, parse_spans(args.round_spans, model), parse_unit_rates(args.unit_rates, model)
+
+
 def parse_unit_rates(text, model):
     """--unit-rates JSON -> {layer: percent of its units kept}, checked (None if not given)."""
     if text is None:
         return None
     try:
         given = json.loads(text)
+        if not isinstance(given, dict):
+            raise ValueError(f'it must be a JSON object of layer -> percent of its units kept, got {text}')
+        rates = validate_rates(model, given, of='units')
+        for name, percent in rates.items():
+            model.unit_reader(name)
+            if percent == 0:
+                raise ValueError(f'{name} would keep no unit, and the network no path to its outputs')
     except json.JSONDecodeError as err:
         raise ValueError(f'--unit-rates is not valid JSON ({err.msg}): {text}') from None
-    if not isinstance(given, dict):
-        raise ValueError(f'--unit-rates must be a JSON object of layer -> percent of units kept, got {text}')
-    rates = validate_rates(model, given)
-    for name in rates:
-        try:
-            model.unit_salience(name)
-        except ValueError as err:
-            raise ValueError(f'--unit-rates: {err}') from None
+    except ValueError as err:
+        raise ValueError(f'--unit-rates: {err}') from None
     return rates
 
 
@@ -349,10 +356,7 @@ def main(argv=None):
     try:
         with torch.device('meta'):  # layer names only
             layers = build_model(args.model, args.dataset)
-        rates = parse_rates(args.rates, layers) if args.prune == 'percentile' else None
-        spans = parse_spans(args.round_spans, layers)  # refused now, not after the training
-        unit_rates = parse_unit_rates(args.unit_rates, layers)
-        run(args, rates, spans, unit_rates)
+        run(args, *parse_schedules(args, layers))  # refused now, not after the training
     except (ValueError, CheckpointError, util.DataError) as err:
         util.fail(err)
 

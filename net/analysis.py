@@ -8,7 +8,7 @@ import copy
 
 import torch
 
-from .prune import validate_rates
+from .prune import mask_out, validate_rates
 from .quantization import check_bits, share_weights
 
 
@@ -41,25 +41,37 @@ def bits_sensitivity(model, evaluate, bit_widths):
     return rows
 
 
-CUT_KINDS = ('units', 'weights')
+CUT_KINDS = {'units': 'units', 'weights': 'non-zero weights'}
+
+
+def check_cut(model, cut):
+    """Refuse a cut that extra_cut could not make on model, before any work is done."""
+    if not isinstance(cut, dict) or set(cut) - set(CUT_KINDS):
+        raise ValueError(f'a cut is a JSON object with keys {list(CUT_KINDS)}, got {cut!r}')
+    for kind, rates in cut.items():
+        if not isinstance(rates, dict):
+            raise ValueError(f'{kind} of a cut: a JSON object of layer -> percent of its '
+                             f'{CUT_KINDS[kind]} kept, got {rates!r}')
+        for name in validate_rates(model, rates, of=CUT_KINDS[kind]):
+            if kind == 'units':
+                model.unit_reader(name)
 
 
 def extra_cut(model, cut):
     """Cut a (pruned) model further, in place, relative to what it has left.
 
     cut: {'units': {layer: percent of its live units kept (the most salient, see
-    PruningModule.prune_units)}, 'weights': {layer: percent of its non-zero weights kept
-    (the largest)}}; either part may be missing, and units go first.
+    PruningModule.keep_units)}, 'weights': {layer: percent of its non-zero weights kept
+    (the largest; ties: the first)}}; either part may be missing, and units go first.
     """
-    unknown = set(cut) - set(CUT_KINDS)
-    if unknown:
-        raise ValueError(f'unknown kind of cut {sorted(unknown)}; use {list(CUT_KINDS)}')
-    for name, percent in validate_rates(model, cut.get('units', {})).items():
+    check_cut(model, cut)
+    for name, percent in cut.get('units', {}).items():
         live = int((model.unit_salience(name) > 0).sum())
-        units = len(model.unit_salience(name))
-        model.prune_units({name: 100 * round(live * percent / 100) / units})
+        model.keep_units(name, round(live * percent / 100))
     layers = dict(model.prunable_layers())
-    for name, percent in validate_rates(model, cut.get('weights', {})).items():
+    for name, percent in cut.get('weights', {}).items():
         weight = layers[name].weight
-        kept = round(int(weight.count_nonzero()) * percent / 100)
-        model.prune_by_percentile({name: 100 * kept / weight.numel()})
+        nonzero = weight.data.flatten().nonzero().flatten()
+        order = weight.data.flatten()[nonzero].abs().argsort(descending=True, stable=True)
+        drop = nonzero[order[round(len(nonzero) * percent / 100):]]
+        mask_out(layers[name], (-1,), drop)

@@ -72,12 +72,7 @@ class PruningModule(nn.Module):
         for layer, following in reversed(list(zip(layers, layers[1:], strict=False))):
             dead = ~_units_read(following, layer.weight.shape[0])
             if dead.any():
-                rows = layer.weight.data.view(len(dead), -1)
-                removed += int(rows[dead].count_nonzero())
-                mask = layer_mask(layer).clone()
-                mask.view(len(dead), -1)[dead] = 0
-                layer.weight.data.masked_fill_(mask == 0, 0.0)
-                set_mask(layer, mask)
+                removed += mask_out(layer, (len(dead), -1), dead)
         return removed
 
     def fold_constant_units(self):
@@ -104,49 +99,56 @@ class PruningModule(nn.Module):
                 continue
             weight = following.weight.data.view(following.out_features, units, -1)
             outgoing = weight[:, constant]
-            removed += int(outgoing.count_nonzero())
             following.bias.data += (outgoing * layer.bias.data[constant].relu()[None, :, None]).sum((1, 2))
-            mask = layer_mask(following).clone()
-            mask.view_as(weight)[:, constant] = 0
-            following.weight.data.masked_fill_(mask == 0, 0.0)
-            set_mask(following, mask)
+            removed += mask_out(following, weight.shape, (slice(None), constant))
         return removed
 
     def prune_units(self, q):
         """Keep the q[name] percent of each named layer's output units (fc units or conv
         filters) with the highest unit_salience, and remove the incoming and outgoing
-        weights of the others.
+        weights of the others (keep_units). q: a dict layer -> percent of all its units.
 
-        Only units with both incoming and outgoing weights are ranked (and counted): the
-        others are dead or constant, and prune_dead_units / fold_constant_units remove
-        them without changing the function. Why: in the homework format every distinct
-        unit an fc layer's weights touch costs a 33-bit leaf in a code tree (twice for a
-        unit between two fc layers), so a few units with several weights each cost far
-        less than many with one. Returns the number of non-zero weights removed.
+        Why: in the homework format every distinct unit an fc layer's weights touch is a
+        33-bit leaf of a code tree (an fc2 unit twice: fc2's CSC row indices and fc3's
+        CSR column indices), so a few units with several weights each cost far less than
+        many with one. Returns the number of non-zero weights removed.
         """
-        q = validate_rates(self, q)
-        removed = 0
-        for name, percent in q.items():
-            salience = self.unit_salience(name)
-            ranked = (salience > 0).nonzero().flatten()
-            keep = round(len(salience) * percent / 100)
-            if len(ranked) <= keep:
-                continue
-            drop = ranked[salience[ranked].argsort(descending=True, stable=True)[keep:]]
-            removed += _remove_units(*self._unit_pair(name), drop)
-        return removed
+        if not isinstance(q, dict):
+            raise ValueError(f'unit rates are a dict of layer -> percent of its units kept, got {q!r}')
+        q = validate_rates(self, q, of='units')
+        return sum(self.keep_units(name, round(self.unit_reader(name)[0].weight.shape[0] * percent / 100))
+                   for name, percent in q.items())
+
+    def keep_units(self, name, keep):
+        """Keep the `keep` units of layer `name` with the highest unit_salience (ties: the
+        lower index), and remove the incoming and outgoing weights of the others.
+
+        Only units with both incoming and outgoing weights are ranked and counted: the
+        others are dead or constant, for prune_dead_units and fold_constant_units (when
+        the recipe runs them). Returns the number of non-zero weights removed.
+        """
+        salience = self.unit_salience(name)
+        ranked = (salience > 0).nonzero().flatten()
+        if len(ranked) <= keep:
+            return 0
+        drop = ranked[salience[ranked].argsort(descending=True, stable=True)[keep:]]
+        layer, reader = self.unit_reader(name)
+        units = len(salience)
+        return (mask_out(layer, (units, -1), drop)
+                + mask_out(reader, (reader.weight.shape[0], units, -1), (slice(None), drop)))
 
     def unit_salience(self, name):
         """Per output unit of layer `name`: the L1 norm of its incoming weights times that
         of the next layer's weights that read it (0 for dead and constant units)."""
-        layer, reader = self._unit_pair(name)
+        layer, reader = self.unit_reader(name)
         units = layer.weight.shape[0]
         incoming = layer.weight.data.abs().view(units, -1).sum(1)
+        # The reader's inputs are the units' channels, channel-major (conv -> fc flattening).
         outgoing = reader.weight.data.abs().view(reader.weight.shape[0], units, -1).sum((0, 2))
         return incoming * outgoing
 
-    def _unit_pair(self, name):
-        """(layer `name`, the layer that reads its units)."""
+    def unit_reader(self, name):
+        """(layer `name`, the layer that reads its units); the last layer has none."""
         names = [n for n, _ in self.prunable_layers()]
         if name not in names:
             raise ValueError(f'unknown layer name {name!r}; valid names are {names}')
@@ -174,19 +176,14 @@ def prunable_layers(model):
     return [(name, m) for name, m in model.named_modules() if isinstance(m, PRUNABLE)]
 
 
-def _remove_units(layer, reader, drop):
-    """Zero and mask the incoming weights of units `drop` of layer and reader's weights
-    that read them (a reader's inputs are the units' channels, channel-major); return
-    how many were non-zero."""
-    units = layer.weight.shape[0]
-    removed = 0
-    for module, shape, index in ((layer, (units, -1), drop),
-                                 (reader, (reader.weight.shape[0], units, -1), (slice(None), drop))):
-        mask = layer_mask(module).clone()
-        mask.view(shape)[index] = 0
-        removed += int(module.weight.data.view(shape)[index].count_nonzero())
-        module.weight.data.masked_fill_(mask == 0, 0.0)
-        set_mask(module, mask)
+def mask_out(module, shape, index):
+    """Zero and mask module's weights at `index` of its weight viewed as `shape`; return
+    how many of them were non-zero."""
+    mask = layer_mask(module).clone()
+    mask.view(shape)[index] = 0
+    removed = int(module.weight.data.view(shape)[index].count_nonzero())
+    module.weight.data.masked_fill_(mask == 0, 0.0)
+    set_mask(module, mask)
     return removed
 
 
@@ -224,8 +221,8 @@ def set_mask(module, mask):
         module.register_buffer('weight_mask', mask)
 
 
-def validate_rates(model, q):
-    """Turn q (a number or a dict name -> percent kept) into a checked dict."""
+def validate_rates(model, q, of='weights'):
+    """Turn q (a number or a dict name -> percent of `of` kept) into a checked dict."""
     names = [name for name, _ in model.prunable_layers()]
     rates = dict.fromkeys(names, q) if isinstance(q, (int, float)) else dict(q)
     unknown = sorted(set(rates) - set(names))
@@ -235,5 +232,5 @@ def validate_rates(model, q):
     for name, rate in rates.items():
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 100:
             raise ValueError(f"pruning rate for {name} is {rate!r}; it must be a percent "
-                             "of weights kept, between 0 and 100")
+                             f"of {of} kept, between 0 and 100")
     return rates

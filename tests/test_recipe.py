@@ -156,6 +156,22 @@ def test_unit_pruning_keeps_exactly_the_most_salient_units(tiny):
     assert tiny.prune_units({'fc1': 25}) == 0  # already there
 
 
+def test_unit_pruning_breaks_ties_at_the_boundary_by_the_lower_index(tiny):
+    units_with_salience(tiny, [1.0] * 16, [1.0] * 16)  # all equal
+    assert tiny.keep_units('fc1', 5) == 11 * (256 + 10)
+    assert (tiny.fc1.weight != 0).sum(1).nonzero().flatten().tolist() == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize('q, message', [
+    (50, 'a dict of layer -> percent'),
+    ({'fc2': 50}, 'fc2 is the last layer'),
+    ({'fc1': -1}, 'percent of units kept'),
+])
+def test_bad_unit_pruning_is_refused(tiny, q, message):
+    with pytest.raises(ValueError, match=message):
+        tiny.prune_units(q)
+
+
 def test_unit_pruning_leaves_dead_and_constant_units_to_their_own_steps(tiny):
     # Units 0-3 have no outgoing weights (dead), 4-7 no incoming (constant): neither is
     # ranked or counted, so the 8 live units compete for 4 places and lose 4.
@@ -180,11 +196,12 @@ def test_unit_pruning_of_conv_filters_removes_the_fc_inputs_of_their_channels(ti
 
 
 @pytest.mark.parametrize('text, message', [
-    ('{"fc2": 1}', 'fc2 is the last layer'),
-    ('{"fc1": 120}', 'between 0 and 100'),
-    ('{"fc9": 1}', 'unknown layer'),
-    ('[1]', 'JSON object'),
-    ('{fc1', 'not valid JSON'),
+    ('{"fc2": 1}', '--unit-rates: fc2 is the last layer'),
+    ('{"fc1": 120}', '--unit-rates: .*percent of units kept, between 0 and 100'),
+    ('{"fc1": 0}', '--unit-rates: fc1 would keep no unit'),
+    ('{"fc9": 1}', '--unit-rates: unknown layer'),
+    ('[1]', '--unit-rates: .*JSON object'),
+    ('{fc1', '--unit-rates is not valid JSON'),
 ])
 def test_bad_unit_rates_are_refused(tiny, text, message):
     with pytest.raises(ValueError, match=message):
@@ -216,15 +233,32 @@ def test_extra_cuts_are_relative_to_what_is_left(tiny):
     extra_cut(tiny, {'units': {'fc1': 50}, 'weights': {'conv1': 25}})
     assert int((tiny.unit_salience('fc1') > 0).sum()) == 5
     assert int(tiny.conv1.weight.count_nonzero()) == 14  # a quarter of its 54
-    assert tiny.conv1.weight.abs().min() == 0 and tiny.conv1.weight.abs().max() == conv1[0]
-    assert (tiny.conv1.weight.abs()[tiny.conv1.weight != 0] >= conv1[13]).all()
+    assert torch.equal(tiny.conv1.weight.abs().flatten().sort(descending=True).values[:14], conv1[:14])
+    assert int(tiny.conv1.weight_mask.sum()) == 14
+
+
+def test_extra_weight_cuts_keep_exactly_their_share_of_tied_values(tiny):
+    # Weight-shared layers hold few distinct values: a threshold would keep every tie.
+    with torch.no_grad():
+        tiny.conv1.weight.copy_(torch.tensor([0.5, -0.5, 0.25])[torch.arange(108) % 3].view(4, 3, 3, 3))
+    extra_cut(tiny, {'weights': {'conv1': 50}})
+    weight = tiny.conv1.weight.flatten()
+    assert int(weight.count_nonzero()) == 54
+    assert (weight.abs()[weight != 0] == 0.5).all()
+    assert weight[:108:3].count_nonzero() == 27  # ties: the first ones stay
+    assert weight[:54].count_nonzero() == 36 and weight[54:].count_nonzero() == 18
+    extra_cut(tiny, {'weights': {'conv1': 0}})
+    assert int(tiny.conv1.weight.count_nonzero()) == 0
 
 
 @pytest.mark.parametrize('cut, message', [
-    ({'filters': {'conv1': 50}}, 'unknown kind of cut'),
+    ({'filters': {'conv1': 50}}, 'a cut is a JSON object with keys'),
+    ([['fc1', 50]], 'a cut is a JSON object with keys'),
+    ({'units': [1]}, 'units of a cut: a JSON object'),
+    ({'units': 50}, 'units of a cut: a JSON object'),
     ({'units': {'fc9': 50}}, 'unknown layer'),
     ({'units': {'fc2': 50}}, 'last layer'),
-    ({'weights': {'fc1': 150}}, 'between 0 and 100'),
+    ({'weights': {'fc1': 150}}, 'percent of non-zero weights kept'),
 ])
 def test_bad_extra_cuts_are_refused(tiny, cut, message):
     with pytest.raises(ValueError, match=message):
@@ -238,19 +272,36 @@ def test_cuts_tool_retrains_and_measures_each_cut(tmp_path, monkeypatch):
     model = build_model('lenet300', 'mnist')
     model.prune_by_percentile(10)
     save_model(model, 'model.ptmodel')
+    cut = {'units': {'fc1': 50}}
     analyze.main(['cuts', '--load-model-path', 'model.ptmodel', '--data-dir', str(tmp_path),
-                  '--epochs', '1', '--out', 'cuts', '--cuts', '{}', '{"units": {"fc1": 50}}'])
+                  '--epochs', '1', '--out', 'cuts', '--cuts', '{}', json.dumps(cut)])
     with open('cuts.csv') as f:
         rows = list(csv.DictReader(f))
-    assert [r['cut'] for r in rows] == ['{}', '{"units": {"fc1": 50}}']
-    assert int(rows[1]['weights']) < int(rows[0]['weights'])
+    extra_cut(model, cut)
+    model.fold_constant_units()
+    model.prune_dead_units()
+    expected = [sum(int(m.weight.count_nonzero()) for _, m in model.prunable_layers())]
+    assert [r['cut'] for r in rows] == ['{}', json.dumps(cut)]
+    assert [int(r['weights']) for r in rows][1:] == expected  # retraining keeps the zeros
     assert int(rows[1]['bytes']) < int(rows[0]['bytes'])
+    assert all(0 <= float(r[key]) <= 100 for r in rows
+               for key in ('accuracy_after_cut', 'accuracy_retrained', 'accuracy_shared'))
 
 
-def test_cuts_tool_refuses_a_cut_that_is_not_an_object(capsys):
+def test_cuts_tool_refuses_bad_cuts_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    save_model(build_model('lenet300', 'mnist'), 'model.ptmodel')
+    monkeypatch.setattr(analyze.util, 'model_data', lambda *a: pytest.fail('loaded data'))
+    with pytest.raises(SystemExit):  # AlexNet's conv layers, on a LeNet
+        analyze.main(['cuts', '--load-model-path', 'model.ptmodel'])
+
+
+@pytest.mark.parametrize('text, message', [('[50]', 'a cut is a JSON object'),
+                                           ('{"units"', 'not valid JSON')])
+def test_cuts_tool_refuses_a_cut_that_is_not_an_object(capsys, text, message):
     with pytest.raises(SystemExit):
-        analyze.parse_args(['cuts', '--cuts', '[50]'])
-    assert 'a cut is a JSON object' in capsys.readouterr().err
+        analyze.parse_args(['cuts', '--cuts', text])
+    assert message in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- recipe files
@@ -502,8 +553,7 @@ def test_shipped_recipes_parse_for_all_three_scripts(name):
     args = pruning.parse_args(['--config', path])
     with torch.device('meta'):
         layers = build_model(args.model, args.dataset)
-    pruning.parse_rates(args.rates, layers)
-    pruning.parse_spans(args.round_spans, layers)
+    pruning.parse_schedules(args, layers)
     shared = weight_share.parse_args(['--config', path])
     validate_bits(layers, weight_share.parse_bits(shared.bits))
     huffman_encode.parse_args(['--config', path])
