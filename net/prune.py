@@ -115,9 +115,9 @@ class PruningModule(nn.Module):
         """
         if not isinstance(q, dict):
             raise ValueError(f'unit rates are a dict of layer -> percent of its units kept, got {q!r}')
-        q = validate_rates(self, q, of='units')
-        return sum(self.keep_units(name, round(self.unit_reader(name)[0].weight.shape[0] * percent / 100))
-                   for name, percent in q.items())
+        layers = dict(self.prunable_layers())
+        return sum(self.keep_units(name, round(layers[name].weight.shape[0] * percent / 100))
+                   for name, percent in validate_rates(self, q, of='units').items())
 
     def keep_units(self, name, keep):
         """Keep the `keep` units of layer `name` with the highest unit_salience (ties: the
@@ -149,14 +149,14 @@ class PruningModule(nn.Module):
 
     def unit_reader(self, name):
         """(layer `name`, the layer that reads its units); the last layer has none."""
-        names = [n for n, _ in self.prunable_layers()]
+        layers = self.prunable_layers()
+        names = [n for n, _ in layers]
         if name not in names:
             raise ValueError(f'unknown layer name {name!r}; valid names are {names}')
         index = names.index(name)
         if index == len(names) - 1:
             raise ValueError(f'{name} is the last layer: its units are the outputs')
-        layers = [m for _, m in self.prunable_layers()]
-        return layers[index], layers[index + 1]
+        return layers[index][1], layers[index + 1][1]
 
     def apply_masks(self):
         """Re-zero pruned weights (after an optimizer step, which may have moved them)."""
