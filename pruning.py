@@ -60,6 +60,11 @@ def parse_args(argv=None):
     p.add_argument('--re-weight-decay', type=float, default=None, metavar='WD',
                    help='weight decay of the retraining phases; default: --weight-decay when '
                         'both phases use the same optimizer, else that optimizer\'s default')
+    p.add_argument('--re-augment', choices=list(util.AUGMENTATIONS), default='crop-flip',
+                   help='augmentation of the training images in the retraining phases (the '
+                        'initial training always crops and flips): crop-flip, flip only, or '
+                        'none. A heavily pruned network underfits (its training accuracy under '
+                        'crop-flip falls to its test accuracy), and a gentler one lets it fit more')
     p.add_argument('--no-cuda', action='store_true', default=False, help='disables CUDA training')
     p.add_argument('--bf16', action='store_true',
                    help='train in bfloat16 autocast (mixed precision): about 1.5x faster on '
@@ -229,7 +234,8 @@ def train(model, data, args, epochs, phase, generator, history, initial=False):
     fit(trained, data, epochs, optimizer, scheduler, phase=phase, generator=generator,
         history=history, batch_size=args.batch_size, test_batch_size=args.test_batch_size,
         log_interval=args.log_interval, after_backward=trained.mask_gradients,
-        after_step=trained.apply_masks, bf16=args.bf16)
+        after_step=trained.apply_masks, bf16=args.bf16,
+        augmentation='crop-flip' if initial else args.re_augment)
     if compact:
         write_back(model, compacted)
     return (time.time() - started) / epochs if epochs else 0.0

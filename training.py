@@ -41,9 +41,11 @@ def make_optimizer(params, name, lr, weight_decay, schedule, total_steps):
 
 
 def fit(model, data, epochs, optimizer, scheduler, *, phase, generator, history, batch_size,
-        after_backward, after_step, test_batch_size=1000, log_interval=10, bf16=False):
+        after_backward, after_step, test_batch_size=1000, log_interval=10, bf16=False,
+        augmentation='crop-flip'):
     """Train model for `epochs` on data = (train_x, train_y, test_x, test_y); the training
-    images are augmented when the model's dataset calls for it (util.AUGMENTED).
+    images are augmented (one of util.AUGMENTATIONS) when the model's dataset calls for
+    it (util.AUGMENTED).
 
     bf16: forward passes in bfloat16 autocast (mixed precision; the weights, their updates
     and the test accuracy stay float32)."""
@@ -54,7 +56,7 @@ def fit(model, data, epochs, optimizer, scheduler, *, phase, generator, history,
         seen = correct = 0
         total_loss = 0.0
         bar = tqdm(util.batches(train_x, train_y, batch_size, generator, train=True,
-                                 augment_images=util.AUGMENTED[model.dataset]),
+                                 augmentation=augmentation if util.AUGMENTED[model.dataset] else 'none'),
                    total=steps, desc=f'{phase} {epoch}/{epochs}', leave=False, mininterval=1)
         for i, (x, y) in enumerate(bar):
             optimizer.zero_grad()

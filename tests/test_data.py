@@ -33,6 +33,29 @@ def test_augment_is_a_padded_crop_and_optional_flip():
     assert 10 < flips < 54  # about half are flipped
 
 
+def test_flip_only_augmentation_keeps_every_pixel():
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    out = util.augment(images, torch.Generator().manual_seed(0), padding=0)
+    plain = [torch.equal(got, img) for img, got in zip(images, out, strict=True)]
+    flipped = [torch.equal(got, img.flip(-1)) for img, got in zip(images, out, strict=True)]
+    assert all(p or f for p, f in zip(plain, flipped, strict=True))
+    assert 10 < sum(flipped) < 54  # about half are flipped
+
+
+def test_no_augmentation_yields_the_images_themselves():
+    images = torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.arange(10)
+    for x, y in util.batches(images, labels, 4, torch.Generator().manual_seed(0), train=True,
+                             augmentation='none'):
+        assert torch.equal(x, util.normalize(images[y]))
+
+
+def test_an_unknown_augmentation_is_refused():
+    with pytest.raises(ValueError, match="unknown augmentation 'cutout'; use one of crop-flip, flip, none"):
+        next(util.batches(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.arange(2), 2,
+                          augmentation='cutout'))
+
+
 def test_batches_cover_every_image_once_in_a_shuffled_order():
     images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 32, 32).contiguous()
     labels = torch.arange(10)
