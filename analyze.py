@@ -1,6 +1,6 @@
 """Analysis tools: per-layer pruning sensitivity, per-layer bits sensitivity, one
 layer's weight distribution through the pipeline, and what further cuts of a finished
-model cost and save. Each writes a CSV, and the first three a PNG plot when matplotlib
+model cost and save (under one or more retraining settings). Each writes a CSV, and the first three a PNG plot when matplotlib
 is installed (`pip install -r requirements-plot.txt`; optional).
 
     python analyze.py sensitivity --load-model-path saves/initial_model.ptmodel
@@ -31,6 +31,7 @@ BIT_WIDTHS = (8, 7, 6, 5, 4, 3, 2, 1)
 CUTS = ('{}', '{"units": {"fc2": 50}}', '{"units": {"fc1": 50}}',
         '{"units": {"fc1": 50, "fc2": 50}}',
         '{"weights": {"conv2": 85, "conv3": 85, "conv4": 85, "conv5": 85}}')
+RETRAIN_EXAMPLE = '{"re_lr": 0.001, "re_augment": "flip"}'
 STAGES = (('before pruning', 'saves/initial_model.ptmodel', 'pruning.py'),
           ('after pruning and retraining', 'saves/model_after_retraining.ptmodel', 'pruning.py'),
           ('after weight sharing', 'saves/model_after_weight_sharing.ptmodel', 'weight_share.py'))
@@ -69,6 +70,11 @@ def parse_args(argv=None):
                    metavar='JSON', help='each a JSON object: {"units": {layer: percent of its '
                    'live units kept}, "weights": {layer: percent of its non-zero weights '
                    'kept}}; {} retrains only. Default: ' + ' '.join(CUTS))
+    c.add_argument('--retrain', type=_json_object('a retraining', RETRAIN_EXAMPLE), nargs='+',
+                   default=[{}], metavar='JSON',
+                   help='retraining settings to compare, each a JSON object of pruning.py '
+                        f'settings as a recipe names them, e.g. {RETRAIN_EXAMPLE}, over those of '
+                        '--config; every cut is retrained with each. Default: {} (--config\'s)')
     c.add_argument('--epochs', type=int, default=8, help='retraining epochs after each cut')
     c.add_argument('--config', default=None, metavar='FILE',
                    help="a recipe whose pruning section sets the retraining (optimizer, "
@@ -79,14 +85,19 @@ def parse_args(argv=None):
     return args
 
 
-def _cut(text):
-    try:
-        cut = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f'not valid JSON ({err.msg}): {text}') from None
-    if not isinstance(cut, dict):
-        raise argparse.ArgumentTypeError(f'a cut is a JSON object, e.g. {CUTS[1]}; got {text}')
-    return cut
+def _json_object(what, example):
+    def parse(text):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise argparse.ArgumentTypeError(f'not valid JSON ({err.msg}): {text}') from None
+        if not isinstance(value, dict):
+            raise argparse.ArgumentTypeError(f'{what} is a JSON object, e.g. {example}; got {text}')
+        return value
+    return parse
+
+
+_cut = _json_object('a cut', CUTS[1])
 
 
 def _numbers(kind):
@@ -164,29 +175,37 @@ def run_cuts(args):
     model = finished_model(args.load_model_path)
     for cut in args.cuts:  # all refused now, not after the first cut's retraining
         check_cut(model, cut)
-    flags = ['--config', args.config] if args.config else []
-    training = pruning.parse_args(flags + (['--no-cuda'] if args.no_cuda else []))
+    flags = (['--config', args.config] if args.config else []) + (['--no-cuda'] if args.no_cuda else [])
+    trainings = [pruning.parse_args(flags, settings, '--retrain') for settings in args.retrain]
     device = util.device_for(not args.no_cuda)
     util.DATA_DIR, util.SUBSET = args.data_dir, args.subset
     data = util.model_data(model, args.data_dir, args.subset, device)
     rows = []
-    for cut in args.cuts:
-        cut_model = copy.deepcopy(model).to(device)
-        extra_cut(cut_model, cut)
-        cut_model.fold_constant_units()
-        cut_model.prune_dead_units()
-        after_cut = util.test(cut_model, not args.no_cuda)
-        generator = torch.Generator().manual_seed(training.seed)
-        pruning.train(cut_model, data, training, args.epochs, 'cut', generator, [])
-        row = {'cut': json.dumps(cut), 'weights': sum(int(m.weight.count_nonzero())
-                                                      for _, m in cut_model.prunable_layers()),
-               'accuracy_after_cut': after_cut,
-               'accuracy_retrained': util.test(cut_model, not args.no_cuda)}
-        shared = pruning.shared_copy_report(cut_model, not args.no_cuda)
-        rows.append(row | {'accuracy_shared': shared['shared_accuracy'],
-                           'bytes': shared['shared_bytes'], 'ratio': shared['shared_ratio']})
-        print(f'cut {row["cut"]}: {json.dumps(rows[-1])}')
+    for settings, training in zip(args.retrain, trainings, strict=True):
+        for cut in args.cuts:
+            row = {'retrain': json.dumps(settings)} | cut_and_retrain(model, cut, training, data, args)
+            rows.append(row)
+            print(f'cut {row["cut"]}, retrain {row["retrain"]}: {json.dumps(row)}')
     write_csv(args.out, rows)
+
+
+def cut_and_retrain(model, cut, training, data, args):
+    """A copy of model cut, retrained for --epochs with `training`'s settings, then shared
+    at 5 bits: its row of the cuts CSV (without the retraining settings)."""
+    cut_model = copy.deepcopy(model).to(util.device_for(not args.no_cuda))
+    extra_cut(cut_model, cut)
+    cut_model.fold_constant_units()
+    cut_model.prune_dead_units()
+    after_cut = util.test(cut_model, not args.no_cuda)
+    generator = torch.Generator().manual_seed(training.seed)
+    pruning.train(cut_model, data, training, args.epochs, 'cut', generator, [])
+    row = {'cut': json.dumps(cut), 'weights': sum(int(m.weight.count_nonzero())
+                                                  for _, m in cut_model.prunable_layers()),
+           'accuracy_after_cut': after_cut,
+           'accuracy_retrained': util.test(cut_model, not args.no_cuda)}
+    shared = pruning.shared_copy_report(cut_model, not args.no_cuda)
+    return row | {'accuracy_shared': shared['shared_accuracy'],
+                  'bytes': shared['shared_bytes'], 'ratio': shared['shared_ratio']}
 
 
 def finished_model(path):

@@ -38,7 +38,9 @@ RE_LR = {'adam': 3e-4, 'sgd': 0.002}  # peak for retraining after pruning
 WEIGHT_DECAY = {'adam': 1e-4, 'sgd': 5e-4}  # Adam's is the starter's
 
 
-def parse_args(argv=None):
+def parse_args(argv=None, settings=None, source='settings'):
+    """The flags; `settings` ({setting: value} as in a recipe's pruning section; errors
+    name `source`) replace --config's."""
     p = argparse.ArgumentParser(description='Train, prune and retrain AlexNet on CIFAR-10 '
                                             '(or --model on --dataset)')
     p.add_argument('--batch-size', type=int, default=BATCH_SIZE, metavar='N')
@@ -140,7 +142,7 @@ def parse_args(argv=None):
     p.add_argument('--subset', type=int, default=None, metavar='N',
                    help='use only N train and N test images (smoke runs)')
     util.add_config_argument(p)
-    args = util.parse_with_config(p, argv, 'pruning')
+    args = util.parse_with_config(p, argv, 'pruning', settings, source)
     if args.target_ratio is not None and args.target_ratio <= 1:
         util.fail(f'--target-ratio must be above 1, got {args.target_ratio}')
     if args.compact_training:

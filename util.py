@@ -99,11 +99,15 @@ def add_data_arguments(parser, from_checkpoint):
                              '*-ubyte.gz files')
 
 
-def parse_with_config(parser, argv, section):
-    """Parse argv; with --config FILE, FILE's `section` first replaces the defaults."""
+def parse_with_config(parser, argv, section, settings=None, source='settings'):
+    """Parse argv; with --config FILE, FILE's `section` first replaces the defaults, and
+    then `settings` ({setting: value} as in a recipe section, checked the same way, errors
+    naming `source`) replace those."""
     args = parser.parse_args(argv)
-    if args.config is not None:
-        parser.set_defaults(**read_config(args.config, section, parser))
+    defaults = read_config(args.config, section, parser) if args.config is not None else {}
+    defaults |= checked_settings(settings or {}, parser, source, section)
+    if defaults:
+        parser.set_defaults(**defaults)
         args = parser.parse_args(argv)
     return args
 
@@ -122,13 +126,19 @@ def read_config(path, section, parser):
     unknown = sorted(set(recipe) - set(CONFIG_SECTIONS) - {'description'})
     if unknown:
         fail(f'unknown section(s) {unknown} in {path}; valid: {list(CONFIG_SECTIONS)}')
+    return checked_settings(recipe.get(section, {}), parser, path, section)
+
+
+def checked_settings(settings, parser, source, section):
+    """{flag dest: value as the command line would give it} of a recipe section's settings;
+    one clear error (naming `source`) for an unknown setting or a bad value."""
     actions = {a.dest: a for a in parser._actions if a.dest not in ('help', 'config')}
     defaults = {}
-    for key, value in recipe.get(section, {}).items():
+    for key, value in settings.items():
         dest = key.replace('-', '_')
         if dest not in actions:
-            fail(f'{path}: unknown setting "{key}" for {section}.py; valid: {sorted(actions)}')
-        defaults[dest] = _config_value(actions[dest], value, path, key)
+            fail(f'{source}: unknown setting "{key}" for {section}.py; valid: {sorted(actions)}')
+        defaults[dest] = _config_value(actions[dest], value, source, key)
     return defaults
 
 

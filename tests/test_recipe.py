@@ -296,11 +296,50 @@ def test_cuts_tool_refuses_bad_cuts_before_any_work(tmp_path, monkeypatch):
         analyze.main(['cuts', '--load-model-path', 'model.ptmodel'])
 
 
-@pytest.mark.parametrize('text, message', [('[50]', 'a cut is a JSON object'),
-                                           ('{"units"', 'not valid JSON')])
-def test_cuts_tool_refuses_a_cut_that_is_not_an_object(capsys, text, message):
+def test_cuts_tool_retrains_each_cut_with_each_setting(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fake_mnist_dir(tmp_path)
+    torch.manual_seed(0)
+    model = build_model('lenet300', 'mnist')
+    model.prune_by_percentile(10)
+    save_model(model, 'model.ptmodel')
+    used = []
+    real = analyze.pruning.train
+    monkeypatch.setattr(analyze.pruning, 'train', lambda model, data, training, *rest: used.append(
+        (training.re_lr, training.re_augment)) or real(model, data, training, *rest))
+    analyze.main(['cuts', '--load-model-path', 'model.ptmodel', '--data-dir', str(tmp_path),
+                  '--epochs', '1', '--out', 'cuts', '--cuts', '{}', '{"units": {"fc1": 50}}',
+                  '--retrain', '{}', '{"re_lr": 0.01, "re_augment": "none"}'])
+    with open('cuts.csv') as f:
+        rows = list(csv.DictReader(f))
+    settings = '{"re_lr": 0.01, "re_augment": "none"}'
+    assert [(r['retrain'], r['cut']) for r in rows] == [
+        ('{}', '{}'), ('{}', '{"units": {"fc1": 50}}'),
+        (settings, '{}'), (settings, '{"units": {"fc1": 50}}')]
+    assert used == [(0.0003, 'crop-flip')] * 2 + [(0.01, 'none')] * 2
+
+
+@pytest.mark.parametrize('retrain, message', [
+    ('{"re_lrr": 1}', '--retrain: unknown setting "re_lrr" for pruning.py'),
+    ('{"re_augment": "cutout"}', '--retrain: "re_augment": "cutout" is not a valid value for --re-augment'),
+])
+def test_cuts_tool_refuses_bad_retraining_settings_before_any_work(tmp_path, monkeypatch, capsys,
+                                                                   retrain, message):
+    monkeypatch.chdir(tmp_path)
+    save_model(build_model('lenet300', 'mnist'), 'model.ptmodel')
+    monkeypatch.setattr(analyze.util, 'model_data', lambda *a: pytest.fail('loaded data'))
     with pytest.raises(SystemExit):
-        analyze.parse_args(['cuts', '--cuts', text])
+        analyze.main(['cuts', '--load-model-path', 'model.ptmodel', '--cuts', '{}',
+                      '--retrain', '{}', retrain])
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('flag, text, message', [('--cuts', '[50]', 'a cut is a JSON object'),
+                                                 ('--cuts', '{"units"', 'not valid JSON'),
+                                                 ('--retrain', '[1]', 'a retraining is a JSON object')])
+def test_cuts_tool_refuses_a_cut_that_is_not_an_object(capsys, flag, text, message):
+    with pytest.raises(SystemExit):
+        analyze.parse_args(['cuts', flag, text])
     assert message in capsys.readouterr().err
 
 
@@ -321,6 +360,12 @@ def test_recipe_sets_defaults_and_flags_still_win(tmp_path):
     assert pruning.parse_rates(args.rates, AlexNet())['fc2'] == 1
     shared = weight_share.parse_args(['--config', path])
     assert weight_share.parse_bits(shared.bits) == {'fc1': 3} and shared.init == 'density'
+
+
+def test_settings_replace_the_recipe_and_flags_still_win(tmp_path):
+    path = write_recipe(tmp_path, {'pruning': {'re_lr': 0.01, 're_augment': 'flip', 'epochs': 3}})
+    args = pruning.parse_args(['--config', path, '--epochs', '7'], {'re_lr': 0.02, 'epochs': 5})
+    assert (args.re_lr, args.re_augment, args.epochs) == (0.02, 'flip', 7)
 
 
 @pytest.mark.parametrize('recipe, message', [
