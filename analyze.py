@@ -1,7 +1,8 @@
 """Analysis tools: per-layer pruning sensitivity, per-layer bits sensitivity, one
 layer's weight distribution through the pipeline, and what further cuts of a finished
-model cost and save (under one or more retraining settings). Each writes a CSV, and the first three a PNG plot when matplotlib
-is installed (`pip install -r requirements-plot.txt`; optional).
+model cost and save (under one or more retraining settings). Each writes a CSV, and the
+first three a PNG plot when matplotlib is installed (`pip install -r
+requirements-plot.txt`; optional).
 
     python analyze.py sensitivity --load-model-path saves/initial_model.ptmodel
     python analyze.py bits --load-model-path saves/model_after_retraining.ptmodel

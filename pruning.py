@@ -36,6 +36,9 @@ OPTIMIZER = 'adam'
 LR = {'adam': 1e-3, 'sgd': 0.005}     # peak of the one-cycle schedule
 RE_LR = {'adam': 3e-4, 'sgd': 0.002}  # peak for retraining after pruning
 WEIGHT_DECAY = {'adam': 1e-4, 'sgd': 5e-4}  # Adam's is the starter's
+# What --round-settings may change from a round on.
+ROUND_SETTINGS = ('re_lr', 're_augment', 're_weight_decay')
+ROUND_SETTINGS_EXAMPLE = '{"15": {"re_augment": "flip", "re_lr": 0.001}}'
 
 
 def parse_args(argv=None, settings=None, source='settings'):
@@ -119,6 +122,11 @@ def parse_args(argv=None, settings=None, source='settings'):
                         '--re-epochs): a number, or a JSON list of one per round, whose last '
                         'entry holds for the later rounds, e.g. \'[3, 3, 6]\' (early rounds '
                         'cost the most time and lose the least accuracy)')
+    p.add_argument('--round-settings', type=str, default=None, metavar='JSON',
+                   help='retraining settings that change from a given round on (its final epochs '
+                        f'included), e.g. \'{ROUND_SETTINGS_EXAMPLE}\'; a later round\'s replace an '
+                        'earlier one\'s. Settings: ' + ', '.join(ROUND_SETTINGS) + '. A large '
+                        'network overfits without crops, a heavily pruned one underfits with them')
     p.add_argument('--round-report', action='store_true',
                    help='after each round, also weight-share a copy (5 bits) and report its '
                         'accuracy and homework-format compression ratio (finds the best round)')
@@ -143,6 +151,7 @@ def parse_args(argv=None, settings=None, source='settings'):
                    help='use only N train and N test images (smoke runs)')
     util.add_config_argument(p)
     args = util.parse_with_config(p, argv, 'pruning', settings, source)
+    args.round_settings = parse_round_settings(args.round_settings, p)
     if args.target_ratio is not None and args.target_ratio <= 1:
         util.fail(f'--target-ratio must be above 1, got {args.target_ratio}')
     if args.compact_training:
@@ -186,6 +195,40 @@ def round_epochs_list(text):
         raise argparse.ArgumentTypeError(f'{text!r} is neither a number of epochs nor a '
                                          'JSON list of them, e.g. 6 or [3, 3, 6]')
     return [int(n) for n in epochs]
+
+
+def parse_round_settings(text, parser):
+    """--round-settings JSON -> {first round: {setting: value}}, each checked like a recipe's."""
+    if text is None:
+        return {}
+    try:
+        given = json.loads(text)
+    except json.JSONDecodeError as err:
+        util.fail(f'--round-settings: not valid JSON ({err.msg}): {text}')
+    if not isinstance(given, dict):
+        util.fail(f'--round-settings: a JSON object such as {ROUND_SETTINGS_EXAMPLE}, got {text}')
+    settings = {}
+    for start, values in given.items():
+        if not (start.isdigit() and int(start) >= 1 and isinstance(values, dict)):
+            util.fail(f'--round-settings: each key is a round number from 1, each value a JSON '
+                      f'object of settings, e.g. {ROUND_SETTINGS_EXAMPLE}; '
+                      f'got "{start}": {json.dumps(values)}')
+        fixed = sorted({key.replace('-', '_') for key in values} - set(ROUND_SETTINGS))
+        if fixed:
+            util.fail(f'--round-settings: {fixed} cannot change by round; these can: {list(ROUND_SETTINGS)}')
+        settings[int(start)] = util.checked_settings(values, parser, f'--round-settings (round {start})',
+                                                     'pruning')
+    return settings
+
+
+def round_args(args, number):
+    """args as they hold for round `number`'s retraining: the --round-settings of the rounds
+    up to it applied in order."""
+    values = vars(args).copy()
+    for start in sorted(args.round_settings):
+        if start <= number:
+            values |= args.round_settings[start]
+    return argparse.Namespace(**values)
 
 
 def epochs_of_round(args, number):
@@ -382,7 +425,8 @@ def back_to(model, kept, number, args, data, generator, history):
 
 def more_epochs(model, record, number, args, data, generator, history):
     """Retrain round `number`'s model for --re-epochs; return its updated record."""
-    train(model, data, args, args.re_epochs, f'retrain{number}', generator, history)
+    train(model, data, round_args(args, number), args.re_epochs, f'retrain{number}', generator,
+          history)
     record = record | {'round': number,
                        'accuracy_after_retraining': util.test(model, not args.no_cuda)}
     util.log(f'round {number} {json.dumps(record)}', args.log)
@@ -458,8 +502,8 @@ def run(args, rates, spans=None, unit_rates=None):
         epochs = args.re_epochs if last else epochs_of_round(args, number)
         # The last round's epochs stand for the final ones: the network only shrinks
         # (a round may have none; then the one before stands).
-        epoch_seconds = train(model, data, args, epochs, f'retrain{number}' if tag else 'retrain',
-                              generator, history) or epoch_seconds
+        epoch_seconds = train(model, data, round_args(args, number), epochs,
+                              f'retrain{number}' if tag else 'retrain', generator, history) or epoch_seconds
         record['accuracy_after_retraining'] = util.test(model, not args.no_cuda)
         record['alive'] = sum(nz for nz, _ in util.nonzero_counts(model).values())
         if args.round_report:

@@ -269,6 +269,56 @@ def test_the_time_limit_judges_the_final_epochs_by_the_last_rounds_epochs(tmp_pa
     assert judged == [20.0, 10.0, 10.0, 8.0]  # round 3 has no epochs: round 2's stand
 
 
+def record_settings(monkeypatch):
+    """Collect (epochs, re_augment, re_lr) of every train() call (after fake_rounds)."""
+    calls = []
+    monkeypatch.setattr(pruning, 'train', lambda model, data, args, n, *a, **k:
+                        calls.append((n, args.re_augment, args.re_lr)) or 1.0)
+    return calls
+
+
+def test_round_settings_hold_from_their_round_on(tmp_path, monkeypatch):
+    fake_rounds(monkeypatch, [70] + [60] * 10, out_of_time=[False] * 5)
+    calls = record_settings(monkeypatch)
+    run_rounds(tmp_path, '--round-settings', '{"2": {"re_augment": "flip"}, "4": {"re_lr": 0.01}}')
+    assert calls[1:] == [(2, 'crop-flip', 3e-4), (2, 'flip', 3e-4), (2, 'flip', 3e-4),
+                         (2, 'flip', 0.01), (7, 'flip', 0.01)]  # round 5 is the last
+
+
+def test_a_round_that_comes_back_keeps_its_own_settings(tmp_path, monkeypatch):
+    # Round 3 falls below the floor: round 2 gets the final epochs with round 2's settings.
+    fake_rounds(monkeypatch, [70, 60, 65, 55, 62, 30, 40, 61], out_of_time=[False] * 5)
+    calls = record_settings(monkeypatch)
+    run_rounds(tmp_path, '--min-accuracy', '50', '--round-settings',
+               '{"2": {"re_augment": "flip"}, "3": {"re_augment": "none"}}')
+    assert calls[1:] == [(2, 'crop-flip', 3e-4), (2, 'flip', 3e-4), (2, 'none', 3e-4),
+                         (7, 'flip', 3e-4)]
+
+
+def test_round_settings_come_from_a_recipe(tmp_path):
+    path = tmp_path / 'recipe.json'
+    path.write_text(json.dumps({'pruning': {'round_settings': {'15': {'re_augment': 'flip',
+                                                                      're_lr': 0.001}}}}))
+    assert pruning.parse_args(['--config', str(path)]).round_settings == {15: {'re_augment': 'flip',
+                                                                          're_lr': 0.001}}
+
+
+@pytest.mark.parametrize('text, message', [
+    ('{"3": {"re_lr": 0.01', 'not valid JSON'),
+    ('[3]', 'a JSON object such as'),
+    ('{"0": {"re_lr": 0.01}}', 'each key is a round number from 1'),
+    ('{"x": {"re_lr": 0.01}}', 'each key is a round number from 1'),
+    ('{"3": 0.01}', 'each value a JSON object of settings'),
+    ('{"3": {"epochs": 2}}', "['epochs'] cannot change by round"),
+    ('{"3": {"re_augment": "cutout"}}', '(round 3): "re_augment": "cutout" is not a valid value'),
+])
+def test_bad_round_settings_are_one_clear_error(text, message, capsys):
+    with pytest.raises(SystemExit):
+        pruning.parse_args(['--round-settings', text])
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('error: --round-settings') and message in err and '\n' not in err
+
+
 @pytest.mark.parametrize('text', ['[]', 'x', '[-1]', '[1.5]', 'true', '[3, null]', '{"a": 1}'])
 def test_bad_round_epochs_are_refused(text, capsys):
     with pytest.raises(SystemExit):
