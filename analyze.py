@@ -79,7 +79,8 @@ def parse_args(argv=None):
     c.add_argument('--epochs', type=int, default=8, help='retraining epochs after each cut')
     c.add_argument('--config', default=None, metavar='FILE',
                    help="a recipe whose pruning section sets the retraining (optimizer, "
-                        "learning rate, bf16, compact training); default pruning.py's")
+                        "learning rate, bf16, compact training; not its round_settings); "
+                        "default pruning.py's")
     args = p.parse_args(argv)
     if args.command == 'cuts' and args.epochs < 0:
         p.error(f'--epochs must be 0 or more, got {args.epochs}')
