@@ -265,13 +265,20 @@ def test_bad_extra_cuts_are_refused(tiny, cut, message):
         extra_cut(tiny, cut)
 
 
-def test_cuts_tool_retrains_and_measures_each_cut(tmp_path, monkeypatch):
+def pruned_lenet_in(tmp_path, monkeypatch):
+    """A LeNet-300 with 10% kept, saved as model.ptmodel in tmp_path (the working
+    directory from now on), beside fake MNIST files."""
     monkeypatch.chdir(tmp_path)
     fake_mnist_dir(tmp_path)
     torch.manual_seed(0)
     model = build_model('lenet300', 'mnist')
     model.prune_by_percentile(10)
     save_model(model, 'model.ptmodel')
+    return model
+
+
+def test_cuts_tool_retrains_and_measures_each_cut(tmp_path, monkeypatch):
+    model = pruned_lenet_in(tmp_path, monkeypatch)
     cut = {'units': {'fc1': 50}}
     analyze.main(['cuts', '--load-model-path', 'model.ptmodel', '--data-dir', str(tmp_path),
                   '--epochs', '1', '--out', 'cuts', '--cuts', '{}', json.dumps(cut)])
@@ -297,12 +304,7 @@ def test_cuts_tool_refuses_bad_cuts_before_any_work(tmp_path, monkeypatch):
 
 
 def test_cuts_tool_retrains_each_cut_with_each_setting(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    fake_mnist_dir(tmp_path)
-    torch.manual_seed(0)
-    model = build_model('lenet300', 'mnist')
-    model.prune_by_percentile(10)
-    save_model(model, 'model.ptmodel')
+    pruned_lenet_in(tmp_path, monkeypatch)
     used = []
     real = analyze.pruning.train
     monkeypatch.setattr(analyze.pruning, 'train', lambda model, data, training, *rest: used.append(
