@@ -180,6 +180,7 @@ def run_cuts(args):
     flags = (['--config', args.config] if args.config else []) + (['--no-cuda'] if args.no_cuda else [])
     trainings = [pruning.parse_args(flags, settings, '--retrain') for settings in args.retrain]
     device = util.device_for(not args.no_cuda)
+    model.to(device)  # once: every cut is a copy of it
     util.DATA_DIR, util.SUBSET = args.data_dir, args.subset
     data = util.model_data(model, args.data_dir, args.subset, device)
     rows = []
@@ -194,7 +195,7 @@ def run_cuts(args):
 def cut_and_retrain(model, cut, training, data, args):
     """A copy of model cut, retrained for --epochs with `training`'s settings, then shared
     at 5 bits: its row of the cuts CSV (without the retraining settings)."""
-    cut_model = copy.deepcopy(model).to(util.device_for(not args.no_cuda))
+    cut_model = copy.deepcopy(model)
     extra_cut(cut_model, cut)
     cut_model.fold_constant_units()
     cut_model.prune_dead_units()

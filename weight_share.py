@@ -29,6 +29,9 @@ def parse_args(argv=None):
                         'epochs, assignments and zeros fixed (0: off, as in the homework)')
     p.add_argument('--quantize-lr', type=float, default=1e-4, metavar='LR',
                    help='peak (one-cycle) Adam learning rate of trained quantization')
+    p.add_argument('--quantize-augment', choices=list(util.AUGMENTATIONS), default='crop-flip',
+                   help='augmentation of the training images in trained quantization (as '
+                        'pruning.py --re-augment): crop-flip, flip only, or none')
     p.add_argument('--batch-size', type=int, default=256, metavar='N',
                    help='batch size of trained quantization')
     p.add_argument('--seed', type=int, default=42, metavar='S')
@@ -73,7 +76,7 @@ def trained_quantization(model, args, device, history):
     fit(model, data, args.quantize_epochs, optimizer, scheduler,
         phase='quantize', generator=torch.Generator().manual_seed(args.seed), history=history,
         batch_size=args.batch_size, after_backward=shared.accumulate_gradients,
-        after_step=shared.write_back)
+        after_step=shared.write_back, augmentation=args.quantize_augment)
 
 
 def run(args, bits):

@@ -13,6 +13,7 @@ import torch
 import analyze
 import huffman_encode
 import pruning
+import util
 import weight_share
 from net.analysis import bits_sensitivity, extra_cut, prune_sensitivity
 from net.checkpoint import save_model
@@ -507,6 +508,22 @@ def test_trained_quantization_keeps_zeros_assignments_and_value_counts(tiny, syn
         # Weights that shared a value still share one: assignments are fixed.
         for value in old[old != 0].unique():
             assert len(new[old == value].unique()) == 1, name
+
+
+@pytest.mark.parametrize('augment, paddings', [(None, [4, 4]), ('flip', [0, 0]), ('none', [])])
+def test_trained_quantization_augments_as_quantize_augment_says(tiny, synthetic_data, tmp_path,
+                                                                monkeypatch, augment, paddings):
+    used = []
+    real = util.augment
+    monkeypatch.setattr(util, 'augment', lambda x, generator, padding: used.append(padding)
+                        or real(x, generator, padding))
+    monkeypatch.setattr(util, 'model_data', lambda *_: synthetic_data)
+    tiny.prune_by_percentile(40)
+    apply_weight_sharing(tiny, 3)
+    args = weight_share.parse_args(['--quantize-epochs', '1', '--batch-size', '32',
+                                    *(['--quantize-augment', augment] if augment else [])])
+    weight_share.trained_quantization(tiny, args, torch.device('cpu'), [])
+    assert used == paddings  # two batches; by default crops and flips, as before the flag
 
 
 # ---------------------------------------------------------------- analyses
