@@ -511,8 +511,8 @@ def test_trained_quantization_keeps_zeros_assignments_and_value_counts(tiny, syn
 
 
 @pytest.mark.parametrize('augment, paddings', [(None, [4, 4]), ('flip', [0, 0]), ('none', [])])
-def test_trained_quantization_augments_as_quantize_augment_says(tiny, synthetic_data, tmp_path,
-                                                                monkeypatch, augment, paddings):
+def test_trained_quantization_augments_as_quantize_augment_says(tiny, synthetic_data, monkeypatch,
+                                                                augment, paddings):
     used = []
     real = util.augment
     monkeypatch.setattr(util, 'augment', lambda x, generator, padding: used.append(padding)
