@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import util
 from net.prune import PruningModule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,6 +39,17 @@ class TinyNet(PruningModule):
 def tiny():
     torch.manual_seed(0)
     return TinyNet()
+
+
+@pytest.fixture
+def augment_paddings(monkeypatch):
+    """The crop padding of every batch util.augment is called on, in order (flip-only
+    batches: 0; unaugmented batches are not there)."""
+    used = []
+    real = util.augment
+    monkeypatch.setattr(util, 'augment', lambda x, generator, padding: used.append(padding)
+                        or real(x, generator, padding))
+    return used
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ import pytest
 import torch
 
 import pruning
-import util
 from net.checkpoint import load_model, save_model
 from net.models import AlexNet
 from net.prune import DEFAULT_PRUNE_RATE, validate_rates
@@ -135,18 +134,14 @@ def test_initial_training_and_retraining_use_their_own_optimizers(tiny, syntheti
 
 
 @pytest.mark.parametrize('re_augment, paddings', [('crop-flip', [4, 4]), ('flip', [0, 0]), ('none', [])])
-def test_retraining_augments_as_re_augment_says(tiny, synthetic_data, tmp_path, monkeypatch,
+def test_retraining_augments_as_re_augment_says(tiny, synthetic_data, tmp_path, augment_paddings,
                                                 re_augment, paddings):
-    used = []
-    real = util.augment
-    monkeypatch.setattr(util, 'augment', lambda x, generator, padding: used.append(padding)
-                        or real(x, generator, padding))
     args = pruning.parse_args(['--re-augment', re_augment, '--batch-size', '32',
                                '--log', str(tmp_path / 'log.txt')])
     generator = torch.Generator().manual_seed(0)
     pruning.train(tiny, synthetic_data, args, 1, 'initial', generator, [], initial=True)
     pruning.train(tiny, synthetic_data, args, 1, 'retrain1', generator, [])
-    assert used == [4, 4] + paddings  # two batches each; the initial training crops and flips
+    assert augment_paddings == [4, 4] + paddings  # two batches each; the initial training crops and flips
 
 
 @pytest.mark.parametrize('optimizer', ['adam', 'sgd'])

@@ -512,18 +512,14 @@ def test_trained_quantization_keeps_zeros_assignments_and_value_counts(tiny, syn
 
 @pytest.mark.parametrize('augment, paddings', [(None, [4, 4]), ('flip', [0, 0]), ('none', [])])
 def test_trained_quantization_augments_as_quantize_augment_says(tiny, synthetic_data, monkeypatch,
-                                                                augment, paddings):
-    used = []
-    real = util.augment
-    monkeypatch.setattr(util, 'augment', lambda x, generator, padding: used.append(padding)
-                        or real(x, generator, padding))
+                                                                augment_paddings, augment, paddings):
     monkeypatch.setattr(util, 'model_data', lambda *_: synthetic_data)
     tiny.prune_by_percentile(40)
     apply_weight_sharing(tiny, 3)
     args = weight_share.parse_args(['--quantize-epochs', '1', '--batch-size', '32',
                                     *(['--quantize-augment', augment] if augment else [])])
     weight_share.trained_quantization(tiny, args, torch.device('cpu'), [])
-    assert used == paddings  # two batches; by default crops and flips, as before the flag
+    assert augment_paddings == paddings  # two batches; by default crops and flips, as before the flag
 
 
 # ---------------------------------------------------------------- analyses
