@@ -94,9 +94,7 @@ def add_data_arguments(parser, from_checkpoint):
     parser.add_argument('--dataset', choices=sorted(DATASETS), default=None if from_checkpoint
                         else 'cifar10', help=default or 'the data (default cifar10)')
     parser.add_argument('--data-dir', type=str, default=None, metavar='DIR',
-                        help='an offline copy instead of the torchvision download: an ImageFolder '
-                             'tree (DIR/train, DIR/test), or for MNIST-style data the four '
-                             '*-ubyte.gz files')
+                        help=f'an offline copy instead of the torchvision download: {OFFLINE_LAYOUTS}')
 
 
 def parse_with_config(parser, argv, section, settings=None, source='settings'):
@@ -175,6 +173,12 @@ AUGMENTED = {'cifar10': True, 'cifar100': True, 'mnist': False, 'fashion-mnist':
 AUGMENTATIONS = {'crop-flip': CROP_PADDING, 'flip': 0, 'none': None}
 TORCHVISION = {'cifar10': 'CIFAR10', 'cifar100': 'CIFAR100', 'mnist': 'MNIST',
                'fashion-mnist': 'FashionMNIST'}
+# The folders torchvision's CIFAR classes download and read (the python version).
+TORCHVISION_FOLDERS = {'cifar10': 'cifar-10-batches-py', 'cifar100': 'cifar-100-python'}
+OFFLINE_LAYOUTS = ('the official binary version of CIFAR (data_batch_1.bin .. test_batch.bin), '
+                   'a folder holding torchvision\'s cifar-10-batches-py/, an ImageFolder copy '
+                   '(DIR/train/<class>/*, DIR/test/<class>/*) or, for MNIST-style data, the four '
+                   '*-ubyte.gz files')
 IDX_FILES = {True: ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
              False: ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')}
 
@@ -182,15 +186,24 @@ IDX_FILES = {True: ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
 def load_split(train, data_dir=None, subset=None, dataset='cifar10', size=None):
     """(images uint8 [N, C, H, W], labels int64 [N]) of one split of `dataset`, on the CPU.
 
-    data_dir None: torchvision's copy, downloaded into data/. Otherwise an ImageFolder
-    tree with train/<class>/* and test/<class>/*, or (MNIST-style datasets) a folder of
-    the four official *-ubyte.gz files. ``subset`` N keeps N images chosen by a fixed
+    data_dir None: torchvision's copy, downloaded into data/. Otherwise, recognised by the
+    files present: the official binary version of CIFAR-10 or CIFAR-100 (the folder
+    itself, or the folder its archive extracts into), a folder holding torchvision's own
+    cifar-10-batches-py/ (or cifar-100-python/), read without downloading, a folder of
+    the four official MNIST-style *-ubyte(.gz) files, or an ImageFolder tree with
+    train/<class>/* and test/<class>/*. ``subset`` N keeps N images chosen by a fixed
     seed (all classes represented, same every run). ``size`` zero-pads the images to
     size x size (for models that take larger inputs).
     """
     channels, side, _ = DATASETS[dataset]
     if data_dir is None:
         images, labels = _torchvision(dataset, train)
+        keep = _subset_indices(len(labels), subset)
+        images, labels = images[keep], labels[keep]
+    elif (binary := _cifar_binary_folder(data_dir)) is not None:
+        images, labels = _cifar_binary(*binary, train, subset, dataset)
+    elif (root := _torchvision_root(data_dir)) is not None:
+        images, labels = _torchvision(dataset, train, root)
         keep = _subset_indices(len(labels), subset)
         images, labels = images[keep], labels[keep]
     elif _idx_path(data_dir, IDX_FILES[train][0]):
@@ -218,18 +231,116 @@ def _subset_indices(n, subset):
     return np.sort(rng.permutation(n)[:subset])
 
 
-def _torchvision(dataset, train):
-    """(images [N, H, W, C] uint8, labels) of torchvision's copy, downloaded into data/."""
+def _torchvision(dataset, train, root=None):
+    """(images [N, H, W, C] uint8, labels) of torchvision's copy: downloaded into data/,
+    or read from root (which holds torchvision's own folder) without downloading."""
     from torchvision import datasets
     try:
-        loaded = getattr(datasets, TORCHVISION[dataset])('data', train=train, download=True)
+        loaded = getattr(datasets, TORCHVISION[dataset])(root or 'data', train=train,
+                                                         download=root is None)
     except Exception as err:  # no network, bad archive: say how to work offline
+        if root is not None:
+            raise DataError(f'cannot read torchvision\'s {dataset} in {root} '
+                            f'({type(err).__name__}: {err})') from None
         raise DataError(f'could not download {dataset} into data/ ({type(err).__name__}: {err}); '
-                        'without internet pass --data-dir DIR with an ImageFolder copy '
-                        '(DIR/train/<class>/*, DIR/test/<class>/*) or, for MNIST-style data, '
-                        'the four *-ubyte.gz files') from None
+                        f'without internet pass --data-dir DIR with {OFFLINE_LAYOUTS}') from None
     images = np.asarray(loaded.data, dtype=np.uint8)
     return (images[..., None] if images.ndim == 3 else images), np.asarray(loaded.targets)
+
+
+def _torchvision_root(data_dir):
+    """The root to give torchvision if data_dir holds (or is) one of its CIFAR folders."""
+    for folder in TORCHVISION_FOLDERS.values():
+        if os.path.isdir(os.path.join(data_dir, folder)):
+            return data_dir
+        if os.path.basename(os.path.normpath(data_dir)) == folder:
+            return os.path.dirname(os.path.normpath(data_dir)) or '.'
+    return None
+
+
+# ---------------------------------------------------------------- CIFAR, binary version
+# Each file is a run of records: the label byte (CIFAR-100: coarse, then fine label),
+# then the 32x32 image as 1,024 red, 1,024 green and 1,024 blue bytes, row-major.
+# 'files': the images in each file of the official archive (a shorter file is damaged).
+CIFAR_BINARY = {
+    'cifar10': {'name': 'CIFAR-10', 'folder': 'cifar-10-batches-bin', 'label_bytes': 1,
+                'names': 'batches.meta.txt', 'test': 'test_batch.bin',
+                'files': {**{f'data_batch_{i}.bin': 10_000 for i in range(1, 6)},
+                          'test_batch.bin': 10_000}},
+    'cifar100': {'name': 'CIFAR-100', 'folder': 'cifar-100-binary', 'label_bytes': 2,
+                 'names': 'fine_label_names.txt', 'test': 'test.bin',
+                 'files': {'train.bin': 50_000, 'test.bin': 10_000}},
+}
+CIFAR_COARSE_CLASSES = 20
+CIFAR_IMAGE_BYTES = 3 * 32 * 32
+
+
+def _cifar_binary_folder(data_dir):
+    """(folder, dataset) if data_dir is, or holds as its archive extracts, a binary CIFAR
+    folder (recognised by any of its files), else None."""
+    for dataset, spec in CIFAR_BINARY.items():
+        for folder in (data_dir, os.path.join(data_dir, spec['folder'])):
+            if any(os.path.isfile(os.path.join(folder, name))
+                   for name in (*spec['files'], spec['names'])):
+                return folder, dataset
+    return None
+
+
+def _cifar_binary(folder, found, train, subset, dataset):
+    """(images [N, H, W, C] uint8 view, labels) of one split of a binary CIFAR folder;
+    the whole folder is checked first (files present, sizes, class names)."""
+    spec = CIFAR_BINARY[found]
+    if found != dataset:
+        raise DataError(f'{folder} holds {spec["name"]}\'s binary files, but the model is for '
+                        f'{dataset}: pass --dataset {found}, or the --data-dir of its data')
+    record = spec['label_bytes'] + CIFAR_IMAGE_BYTES
+    _check_cifar_binary(folder, spec, record, dataset)
+    names = [name for name in spec['files'] if (name == spec['test']) != train]
+    data = np.empty((sum(spec['files'][name] for name in names), record), np.uint8)
+    start = 0
+    for name in names:  # read straight into one buffer: no per-image work, no extra copy
+        path = os.path.join(folder, name)
+        part = data[start:start + spec['files'][name]]
+        with open(path, 'rb') as f:
+            f.readinto(memoryview(part).cast('B'))
+        _check_cifar_labels(path, part, spec, dataset)
+        start += len(part)
+    if subset is not None:
+        data = data[_subset_indices(len(data), subset)]
+    images = data[:, spec['label_bytes']:].reshape(-1, 3, 32, 32)
+    return images.transpose(0, 2, 3, 1), data[:, spec['label_bytes'] - 1]
+
+
+def _check_cifar_binary(folder, spec, record, dataset):
+    """One clear error for a missing file, a file of the wrong size, or class names that
+    do not match the dataset."""
+    listing = ', '.join([*spec['files'], spec['names']])
+    for name, images in [*spec['files'].items(), (spec['names'], None)]:
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            raise DataError(f'{path} is missing: a {spec["name"]} binary folder holds {listing} '
+                            f'(re-extract the official {spec["name"]} binary archive)')
+        size = os.path.getsize(path)
+        if images is not None and size != images * record:
+            raise DataError(f'{path} is {size:,} bytes, not {images * record:,} ({images:,} records '
+                            f'of {record:,} bytes): truncated or not a {spec["name"]} binary file')
+    classes = DATASETS[dataset].classes
+    with open(os.path.join(folder, spec['names']), 'rb') as f:
+        count = sum(1 for line in f.read().splitlines() if line.strip())
+    if count != classes:
+        raise DataError(f'{os.path.join(folder, spec["names"])} names {count} classes, '
+                        f'but {spec["name"]} has {classes}: not a {spec["name"]} class-name file')
+
+
+def _check_cifar_labels(path, records, spec, dataset):
+    fine = records[:, spec['label_bytes'] - 1]
+    if fine.max(initial=0) >= DATASETS[dataset].classes:
+        raise DataError(f'{path} has labels up to {fine.max()}, but {spec["name"]} has '
+                        f'{DATASETS[dataset].classes} classes: the file is corrupt or not a '
+                        f'{spec["name"]} binary file')
+    if spec['label_bytes'] == 2 and records[:, 0].max(initial=0) >= CIFAR_COARSE_CLASSES:
+        raise DataError(f'{path} has coarse labels up to {records[:, 0].max()}, but '
+                        f'{spec["name"]} has {CIFAR_COARSE_CLASSES}: the file is corrupt')
 
 
 def _idx_path(data_dir, stem):
@@ -288,9 +399,7 @@ def _image_folder(root, subset, channels, side, dataset):
     from PIL import Image
     from torchvision import datasets
     if not os.path.isdir(root):
-        raise DataError(f'{root} not found: --data-dir must hold train/<class>/* and '
-                        'test/<class>/* (torchvision ImageFolder layout)'
-                        + (' or the four *-ubyte.gz files' if channels == 1 else ''))
+        raise DataError(f'{root} not found: --data-dir DIR takes {OFFLINE_LAYOUTS}')
     folder = datasets.ImageFolder(root)
     if len(folder.classes) != DATASETS[dataset].classes:  # else a silently wrong model
         raise _wrong_classes(root, f'{len(folder.classes)} class folders', dataset)
