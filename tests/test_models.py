@@ -2,15 +2,17 @@
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
+import util
 from net.checkpoint import CheckpointError, load_model, save_model
 from net.container import decode_model, encode_model, load_compressed, strip_dead_units
 from net.huffmancoding import huffman_decode_model, huffman_encode_model
-from net.models import DATASETS, MODELS, LeNet5, LeNet300, build_model, check_model
+from net.models import DATASETS, MODELS, AlexNet, LeNet5, LeNet300, build_model, check_model
 from net.quantization import apply_weight_sharing
-from tests.conftest import ROOT
+from tests.conftest import DATA_DIR, ROOT
 
 # The paper's parameter counts (weights + biases) for its own datasets.
 PARAMETERS = {('alexnet', 'cifar10'): 20_344_650, ('lenet300', 'mnist'): 266_610,
@@ -93,6 +95,28 @@ def test_the_shipped_models_json_describes_its_file():
     assert card['dense_float32_bytes'] == 4 * sum(p.numel() for p in model.parameters())
     assert {name: int(layer.weight.count_nonzero()) for name, layer in model.prunable_layers()} == {
         name: layer['nonzeros'] for name, layer in card['layers'].items()}
+
+
+@pytest.mark.skipif(not os.path.isdir(DATA_DIR), reason='../shared/data/cifar-10-batches-bin missing')
+def test_the_shipped_model_scores_as_graders_score_it(tmp_path, monkeypatch):
+    """HOMEWORK.md, "Grading": exactly 33 distinct values in every conv layer, and the
+    homework format's encode then decode (default arguments, a fresh AlexNet) keeps the
+    official-test accuracy that the model's JSON states exactly."""
+    path = os.path.join(ROOT, 'models', 'alexnet-cifar10.dcz')
+    with open(path.replace('.dcz', '.json')) as f:
+        card = json.load(f)
+    model = load_compressed(path)
+    convs = [p for p in model.parameters() if p.dim() == 4]
+    assert [len(np.unique(w.detach().numpy())) for w in convs] == [33] * 5
+    assert 'official CIFAR-10, binary version' in card['measured_on']
+    accuracy = util.test(model, use_cuda=False, data_dir=DATA_DIR)
+    assert accuracy == card['accuracy']
+    monkeypatch.chdir(tmp_path)
+    huffman_encode_model(model)
+    fresh = AlexNet()
+    assert not list(fresh.buffers())  # as the graders' own: plain layers, no masks
+    huffman_decode_model(fresh)
+    assert util.test(fresh, use_cuda=False, data_dir=DATA_DIR) == accuracy
 
 
 def test_lenets_built_directly_are_mnist_models():
