@@ -61,7 +61,8 @@ def run(args):
     started = time.time()
     util.DATA_DIR, util.SUBSET = args.data_dir, args.subset
     use_cuda = not args.no_cuda
-    config = vars(args) | {'device': str(util.device_for(use_cuda)), 'data': util.data_source(args.data_dir)}
+    config = vars(args) | {'device': str(util.device_for(use_cuda)),
+                            'data': util.data_source(args.data_dir, args.dataset)}
     print(f'config: {json.dumps(config)}')
     util.log(f'huffman_encode.py config {json.dumps(config)}', args.log)
     if (args.pack_float16 or args.pack_bias_bits is not None) and not args.pack:
@@ -144,7 +145,7 @@ def description_path(pack_path):
 
 def describe_pack(report, args, homework):
     """What a shipped .dcz file is, how well it does, and the command that made it."""
-    data = f'the test split of {util.data_source(args.data_dir)}'
+    data = f'the test split of {util.data_source(args.data_dir, report["dataset"])}'
     if args.subset:
         data += f', first {args.subset} images of a fixed random subset'
     return {

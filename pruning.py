@@ -448,7 +448,8 @@ def run(args, rates, spans=None, unit_rates=None):
     generator = torch.Generator().manual_seed(args.seed)
     device = util.device_for(not args.no_cuda)
     util.DATA_DIR, util.SUBSET = args.data_dir, args.subset
-    config = vars(args) | {'rates': rates, 'device': str(device), 'data': util.data_source(args.data_dir)}
+    config = vars(args) | {'rates': rates, 'device': str(device),
+                            'data': util.data_source(args.data_dir, args.dataset)}
     print(f'config: {json.dumps(config)}')
     util.log(f'pruning.py config {json.dumps(config)}', args.log)
 

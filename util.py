@@ -200,7 +200,7 @@ def load_split(train, data_dir=None, subset=None, dataset='cifar10', size=None):
         images, labels = _torchvision(dataset, train)
         keep = _subset_indices(len(labels), subset)
         images, labels = images[keep], labels[keep]
-    elif (binary := _cifar_binary_folder(data_dir)) is not None:
+    elif (binary := _cifar_binary_folder(data_dir, dataset)) is not None:
         images, labels = _cifar_binary(*binary, train, subset, dataset)
     elif (root := _torchvision_root(data_dir)) is not None:
         images, labels = _torchvision(dataset, train, root)
@@ -222,11 +222,11 @@ def load_split(train, data_dir=None, subset=None, dataset='cifar10', size=None):
     return images, torch.from_numpy(np.asarray(labels, dtype=np.int64))
 
 
-def data_source(data_dir):
+def data_source(data_dir, dataset=None):
     """Which copy of the data load_split reads from data_dir, in words (for the logs)."""
     if data_dir is None:
         return 'the official data, downloaded by torchvision into data/'
-    if (found := _cifar_binary_folder(data_dir)) is not None:
+    if (found := _cifar_binary_folder(data_dir, dataset)) is not None:
         return f'the official {CIFAR_BINARY[found[1]]["name"]}, binary version, at {found[0]}'
     if _torchvision_root(data_dir) is not None:
         return f'the official data, torchvision\'s copy at {data_dir}'
@@ -290,14 +290,15 @@ CIFAR_COARSE_CLASSES = 20
 CIFAR_IMAGE_BYTES = 3 * 32 * 32
 
 
-def _cifar_binary_folder(data_dir):
-    """(folder, dataset) if data_dir is, or holds as its archive extracts, a binary CIFAR
-    folder (recognised by any of its files), else None."""
-    for dataset, spec in CIFAR_BINARY.items():
+def _cifar_binary_folder(data_dir, dataset=None):
+    """(folder, its dataset) if data_dir is, or holds as its archive extracts, a binary
+    CIFAR folder (recognised by any of its files), else None; `dataset`'s own first."""
+    for found in sorted(CIFAR_BINARY, key=lambda name: name != dataset):
+        spec = CIFAR_BINARY[found]
         for folder in (data_dir, os.path.join(data_dir, spec['folder'])):
             if any(os.path.isfile(os.path.join(folder, name))
                    for name in (*spec['files'], spec['names'])):
-                return folder, dataset
+                return folder, found
     return None
 
 

@@ -266,6 +266,15 @@ def test_a_damaged_binary_folder_is_refused_naming_the_file(tmp_path, small_cifa
         util.load_split(True, str(tmp_path), dataset=dataset)
 
 
+def test_a_folder_holding_both_binary_cifars_gives_each_its_own(tmp_path, small_cifar_binary):
+    small_cifar_binary(tmp_path / 'cifar-10-batches-bin', 'cifar10', seed=1)
+    folder = small_cifar_binary(tmp_path / 'cifar-100-binary', 'cifar100', seed=2)
+    assert util.load_split(False, str(tmp_path))[0].shape == (6, 3, 32, 32)
+    images, _ = util.load_split(False, str(tmp_path), dataset='cifar100')
+    assert torch.equal(images.flatten(1), torch.from_numpy(records(f'{folder}/test.bin', 2)[1]))
+    assert util.data_source(str(tmp_path), 'cifar100').startswith('the official CIFAR-100')
+
+
 @pytest.mark.parametrize('files, dataset, message', [
     ('cifar10', 'cifar100', "holds CIFAR-10's binary files, but the model is for cifar100: "
                             'pass --dataset cifar10'),

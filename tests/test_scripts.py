@@ -92,7 +92,7 @@ def test_bad_bits_flag(tmp_path, bits):
     assert_one_line_error(run('weight_share.py', '--bits', bits, cwd=tmp_path), 'from 1 to 16')
 
 
-@pytest.mark.skipif(not os.path.isdir(DATA_DIR), reason='../shared/data/cifar10-jpg missing')
+@pytest.mark.skipif(not os.path.isdir(DATA_DIR), reason='../shared/data/cifar-10-batches-bin missing')
 def test_three_scripts_end_to_end_on_real_images(tmp_path):
     data = ['--data-dir', DATA_DIR, '--subset', '600']
     result = run('pruning.py', *data, '--epochs', '2', '--re-epochs', '1', cwd=tmp_path)
@@ -140,7 +140,7 @@ def test_three_scripts_end_to_end_on_real_images(tmp_path):
         assert key in log
 
 
-@pytest.mark.skipif(not os.path.isdir(DATA_DIR), reason='../shared/data/cifar10-jpg missing')
+@pytest.mark.skipif(not os.path.isdir(DATA_DIR), reason='../shared/data/cifar-10-batches-bin missing')
 def test_recipe_tools_end_to_end_on_real_images(tmp_path):
     data = ['--data-dir', DATA_DIR, '--subset', '300']
     rates = {'conv1': 50, 'conv2': 10, 'conv3': 5, 'conv4': 5, 'conv5': 5, 'fc1': 1, 'fc2': 0.1,
