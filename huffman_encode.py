@@ -96,7 +96,8 @@ def run(args):
     if not exact or after != before:
         util.fail(f'decoding is not exact (accuracy {before:.2f}% before, {after:.2f}% after)')
     print(f'decoded parameters equal the encoded ones exactly; accuracy unchanged ({after:.2f}%)')
-    print(f"total compression: {ratio:.2f}x ({total['compressed']} bytes on disk in {args.out}); "
+    print(f"total compression: {ratio:.2f}x ({total['compressed']} bytes in {args.out}, and its "
+          f"{total['manifest']}-byte manifest); "
           f'encode {encode_seconds:.2f} s, decode {decode_seconds:.2f} s')
     record = {
         'config': config, 'layers': rows, 'ratio': ratio, 'accuracy_before': before,

@@ -11,12 +11,20 @@ File layout (little header, so a truncated or foreign file is refused, not misre
     stream:   b'HS' | dtype byte | varint symbol count | code bits, zero-padded
     bias:     b'HB' | varint value count | raw little-endian float32
 
+Beside the streams, manifest.json lists every file with its size and SHA-256, and every
+parameter's name, shape and dtype: huffman_decode_model checks it all before it touches a
+parameter, so a missing, extra, swapped, truncated or altered file is refused, never
+decoded into other weights.
+
 Layers: fc weights as CSR (rows < cols) or CSC, three streams (data, indices, indptr
 differences); conv weights as the CSR of every (W, H) kernel, four concatenated streams
 (data, non-zeros per kernel, column indices, row counts); biases raw.
 """
 import bisect
 import glob
+import hashlib
+import itertools
+import json
 import os
 import shutil
 import tempfile
@@ -27,6 +35,8 @@ from scipy.sparse import csc_matrix, csr_matrix
 DTYPE_CODES = {np.dtype('float32'): 1, np.dtype('int32'): 2}
 DTYPES = {code: dtype for dtype, code in DTYPE_CODES.items()}
 TREE_MAGIC, STREAM_MAGIC, BIAS_MAGIC = b'HT', b'HS', b'HB'
+MANIFEST = 'manifest.json'
+MANIFEST_FORMAT = 'homework-encodings/1'
 LEAF_BITS = 32
 # Windows of up to 57 bits are read from 8 bytes at any bit offset. A code that long
 # needs more symbols than fit in memory (Huffman depth grows like log_phi of the count).
@@ -724,31 +734,123 @@ def _store(param, array):
 
 # ---------------------------------------------------------------- whole model
 def huffman_encode_model(model, directory='encodings/', log_file='log.txt'):
-    """Encode every parameter into directory (replaced atomically); print the slides' table
-    and append it to log_file (None: print only).
+    """Encode every parameter into directory (replaced atomically), with the manifest;
+    print the slides' table and append it to log_file (None: print only).
 
     Returns a list of per-parameter rows (name, original, compressed bytes) and the
-    total as the last row.
+    total as the last row (with 'manifest': the manifest's bytes, not counted in it).
+    directory may be new, empty, or earlier encodings: anything else is refused, so
+    nothing that huffman_encode_model did not write is ever deleted.
     """
     directory = os.path.normpath(directory)
+    _check_replaceable(directory)
     parent = os.path.dirname(os.path.abspath(directory))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix='.encodings-tmp-')
     try:
         rows = [_encode_parameter(name, param, tmp) for name, param in model.named_parameters()]
+        manifest_bytes = _write_manifest(model, tmp)
         _replace_directory(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     total = {'name': 'total', 'original': sum(r['original'] for r in rows),
-             'compressed': sum(r['compressed'] for r in rows)}
+             'compressed': sum(r['compressed'] for r in rows), 'manifest': manifest_bytes}
     rows.append(total)
-    table = format_table(rows)
+    table = format_table(rows) + (f'\n{MANIFEST}: {manifest_bytes} bytes more (file checksums, '
+                                  'parameter names, shapes and dtypes; not counted above)')
     print(table)
     if log_file is not None:
         import util  # the starter's util.log; imported here so net/ loads without it
         util.log(table, log_file)
     return rows
+
+
+def _check_replaceable(directory):
+    """Refuse a path that is a file, or a folder holding files the encoder did not write."""
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise HuffmanFormatError(f'{directory} is a file, not a folder for the encodings: '
+                                 'choose another output folder')
+    if not os.path.isdir(directory) or not (present := sorted(os.listdir(directory))):
+        return
+    try:
+        listed = set(_read_manifest(directory)['files']) | {MANIFEST}
+    except HuffmanFormatError:
+        listed = set()
+    if foreign := [name for name in present if name not in listed]:
+        raise HuffmanFormatError(f'{directory} holds {foreign[0]}, which huffman_encode_model did '
+                                 'not write, and would be replaced whole: choose an empty or new '
+                                 'output folder')
+
+
+def _file_digest(path):
+    with open(path, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _write_manifest(model, directory):
+    """manifest.json: every file's size and SHA-256, every parameter's name, shape, dtype."""
+    manifest = {
+        'format': MANIFEST_FORMAT,
+        'parameters': [{'name': name, 'shape': list(param.shape),
+                        'dtype': str(param.dtype).removeprefix('torch.')}
+                       for name, param in model.named_parameters()],
+        'files': {name: {'bytes': os.path.getsize(os.path.join(directory, name)),
+                         'sha256': _file_digest(os.path.join(directory, name))}
+                  for name in sorted(os.listdir(directory))}}
+    return _write_file(os.path.join(directory, MANIFEST), json.dumps(manifest, separators=(',', ':')).encode())
+
+
+def _read_manifest(directory):
+    path = os.path.join(directory, MANIFEST)
+    if not os.path.isfile(path):
+        raise HuffmanFormatError(f'{path} is missing: {directory} was not written by '
+                                 'huffman_encode_model (run `python huffman_encode.py` again)')
+    try:
+        manifest = json.loads(_read_file(path))
+        if manifest['format'] != MANIFEST_FORMAT:
+            raise ValueError
+        for entry in manifest['files'].values():
+            int(entry['bytes']), str(entry['sha256'])
+        [(p['name'], tuple(p['shape']), p['dtype']) for p in manifest['parameters']]
+    except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError):
+        raise HuffmanFormatError(f'{path} is corrupt or not a manifest of this project '
+                                 '(run `python huffman_encode.py` again)') from None
+    return manifest
+
+
+def check_encodings(model, directory='encodings/'):
+    """Refuse directory unless it holds exactly what huffman_encode_model wrote, unchanged,
+    for parameters of model's names, shapes and dtypes (one clear error naming the file)."""
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f'{directory} not found: run `python huffman_encode.py` first')
+    manifest = _read_manifest(directory)
+    present = set(os.listdir(directory)) - {MANIFEST}
+    for name in sorted(set(manifest['files']) - present):
+        raise HuffmanFormatError(f'{os.path.join(directory, name)} is missing (the encodings '
+                                 'are incomplete: run `python huffman_encode.py` again)')
+    for name in sorted(present - set(manifest['files'])):
+        raise HuffmanFormatError(f'{os.path.join(directory, name)} is not one of the encoded files '
+                                 f'that {MANIFEST} lists: remove it or encode again')
+    for name, entry in sorted(manifest['files'].items()):
+        path = os.path.join(directory, name)
+        if os.path.getsize(path) != entry['bytes'] or _file_digest(path) != entry['sha256']:
+            raise HuffmanFormatError(f'{path} changed since it was encoded (its size or SHA-256 '
+                                     f'differs from {MANIFEST}): encode again')
+    expected = [(p['name'], tuple(p['shape']), p['dtype']) for p in manifest['parameters']]
+    actual = [(name, tuple(param.shape), str(param.dtype).removeprefix('torch.'))
+              for name, param in model.named_parameters()]
+    if actual != expected:
+        first = next((a, e) for a, e in itertools.zip_longest(actual, expected) if a != e)
+        raise HuffmanFormatError(f'{directory} holds parameters for another model: the model has '
+                                 f'{_describe(first[0])}, the encodings {_describe(first[1])}')
+
+
+def _describe(parameter):
+    if parameter is None:
+        return 'no parameter there'
+    name, shape, dtype = parameter
+    return f'{name} of shape {list(shape)} ({dtype})'
 
 
 def _encode_parameter(name, param, directory):
@@ -797,7 +899,9 @@ def format_table(rows):
 
 
 def huffman_decode_model(model, directory='encodings/'):
-    """Load every parameter of model from the files written by huffman_encode_model."""
+    """Load every parameter of model from the files written by huffman_encode_model, once
+    check_encodings has found them complete and unchanged."""
+    check_encodings(model, directory)
     for name, param in model.named_parameters():
         if param.dim() == 4:
             huffman_decode_conv(param, name, directory)

@@ -132,6 +132,9 @@ def shared_alexnet():
     model.prune_by_percentile({'conv1': 50, 'conv2': 10, 'conv3': 5, 'conv4': 5, 'conv5': 5,
                                'fc1': 2, 'fc2': 0.5, 'fc3': 20})
     apply_weight_sharing(model, 5)
+    for name, param in model.named_parameters():
+        if name.endswith('bias'):  # trained biases differ (He init leaves them all zero)
+            param.data.normal_(0, 0.1)
     return model
 
 
@@ -154,7 +157,8 @@ def test_whole_model_round_trip_is_exact_with_identical_accuracy(shared_alexnet,
                                                                  synthetic_data):
     rows = huffman_encode_model(shared_alexnet, tmp_path / 'enc', None)
     on_disk = sum(os.path.getsize(tmp_path / 'enc' / f) for f in os.listdir(tmp_path / 'enc'))
-    assert rows[-1]['compressed'] == on_disk
+    assert rows[-1]['compressed'] + rows[-1]['manifest'] == on_disk
+    assert rows[-1]['manifest'] == os.path.getsize(tmp_path / 'enc' / 'manifest.json')
     assert rows[-1]['original'] == 81_378_600
     decoded = AlexNet()
     huffman_decode_model(decoded, tmp_path / 'enc')
@@ -164,19 +168,85 @@ def test_whole_model_round_trip_is_exact_with_identical_accuracy(shared_alexnet,
     assert util.evaluate(shared_alexnet, x, y) == util.evaluate(decoded, x, y)
 
 
-def test_decoding_into_the_wrong_shape_is_refused(shared_alexnet, tmp_path):
+def test_decoding_into_another_model_is_refused(shared_alexnet, tmp_path):
     huffman_encode_model(shared_alexnet, tmp_path / 'enc', None)
     decoded = AlexNet(num_classes=20)
-    with pytest.raises(HuffmanFormatError, match='do not match the layer shape'):
+    before = [p.clone() for p in decoded.parameters()]
+    with pytest.raises(HuffmanFormatError, match=r'holds parameters for another model: the model has '
+                                                 r'fc3.weight of shape \[20, 4096\] \(float32\), the '
+                                                 r'encodings fc3.weight of shape \[10, 4096\]'):
         huffman_decode_model(decoded, tmp_path / 'enc')
+    assert all(torch.equal(a, b) for a, b in zip(before, decoded.parameters(), strict=True))
+    with pytest.raises(HuffmanFormatError, match=r'the model has conv1.weight .*\(float64\)'):
+        huffman_decode_model(AlexNet().double(), tmp_path / 'enc')
 
 
-def test_re_encoding_replaces_the_directory(shared_alexnet, tmp_path):
-    (tmp_path / 'enc').mkdir()
-    (tmp_path / 'enc' / 'stale.bin').write_bytes(b'old')
+def flip_byte(path, offset):
+    data = bytearray(path.read_bytes())
+    data[offset % len(data)] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def swap_files(a, b):
+    data = a.read_bytes()
+    a.write_bytes(b.read_bytes())
+    b.write_bytes(data)
+
+
+@pytest.mark.parametrize('damage, message', [
+    (lambda d: (d / 'fc2.weight_csc_data.bin').unlink(), 'fc2.weight_csc_data.bin is missing'),
+    (lambda d: (d / 'extra.bin').write_bytes(b'x'), 'extra.bin is not one of the encoded files'),
+    (lambda d: swap_files(d / 'conv4.bias.bin', d / 'conv5.bias.bin'),
+     'conv4.bias.bin changed since it was encoded'),
+    (lambda d: (d / 'fc1.bias.bin').write_bytes((d / 'fc1.bias.bin').read_bytes()[:-4]),
+     'fc1.bias.bin changed since it was encoded'),
+    (lambda d: (d / 'manifest.json').unlink(), 'manifest.json is missing: .* not written by'),
+    (lambda d: (d / 'manifest.json').write_text('{"format": 1}'), 'manifest.json is corrupt'),
+    (lambda d: (d / 'manifest.json').write_bytes(b'\xff\xfe'), 'manifest.json is corrupt'),
+] + [
+    # Seeded single-bit flips anywhere in streams, code trees and biases.
+    (lambda d, name=name, offset=offset: flip_byte(d / name, offset), f'{name} changed since')
+    for name, offset in [('conv1.weight_conv_data.bin', 7), ('conv2.weight_conv_indices_codebook.bin', 3),
+                         ('fc1.weight_csc_indices.bin', 11), ('fc2.weight_csc_indptr_codebook.bin', 5),
+                         ('conv3.bias.bin', 1), ('fc3.weight_csr_data_codebook.bin', 2)]
+])
+def test_altered_encodings_are_refused_before_any_parameter_changes(shared_alexnet, tmp_path,
+                                                                    damage, message):
     huffman_encode_model(shared_alexnet, tmp_path / 'enc', None)
-    assert not (tmp_path / 'enc' / 'stale.bin').exists()
+    damage(tmp_path / 'enc')
+    decoded = AlexNet()
+    before = [p.clone() for p in decoded.parameters()]
+    with pytest.raises(HuffmanFormatError, match=message):
+        huffman_decode_model(decoded, tmp_path / 'enc')
+    assert all(torch.equal(a, b) for a, b in zip(before, decoded.parameters(), strict=True))
+
+
+def test_re_encoding_replaces_earlier_encodings(shared_alexnet, tmp_path):
+    huffman_encode_model(shared_alexnet, tmp_path / 'enc', None)
+    flip_byte(tmp_path / 'enc' / 'conv1.weight_conv_data.bin', 0)  # even damaged ones: ours
+    huffman_encode_model(shared_alexnet, tmp_path / 'enc', None)
+    huffman_decode_model(AlexNet(), tmp_path / 'enc')
     assert [p.name for p in tmp_path.iterdir()] == ['enc']  # no temp dirs left behind
+
+
+@pytest.mark.parametrize('own', [False, True])
+def test_an_output_folder_holding_other_files_is_never_replaced(shared_alexnet, tmp_path, own):
+    (tmp_path / 'enc').mkdir()
+    if own:  # earlier encodings with one more file put in beside them
+        huffman_encode_model(shared_alexnet, tmp_path / 'enc', None)
+    (tmp_path / 'enc' / 'model.ptmodel').write_bytes(b'precious')
+    with pytest.raises(HuffmanFormatError, match='holds model.ptmodel, which huffman_encode_model did '
+                                                 'not write'):
+        huffman_encode_model(shared_alexnet, tmp_path / 'enc', None)
+    assert (tmp_path / 'enc' / 'model.ptmodel').read_bytes() == b'precious'
+    assert [p.name for p in tmp_path.iterdir()] == ['enc']
+
+
+def test_an_output_path_that_is_a_file_is_refused(shared_alexnet, tmp_path):
+    (tmp_path / 'enc').write_bytes(b'precious')
+    with pytest.raises(HuffmanFormatError, match='is a file, not a folder for the encodings'):
+        huffman_encode_model(shared_alexnet, tmp_path / 'enc', None)
+    assert (tmp_path / 'enc').read_bytes() == b'precious'
 
 
 def stream_parts(arr):
@@ -269,6 +339,7 @@ def test_encoding_logs_the_table(shared_alexnet, tmp_path):
     rows = huffman_encode_model(shared_alexnet, tmp_path / 'enc', tmp_path / 'log.txt')
     log = (tmp_path / 'log.txt').read_text()
     assert 'compressed bytes' in log and f"{rows[-1]['compressed']:16}" in log
+    assert f"\nmanifest.json: {rows[-1]['manifest']} bytes more (file checksums" in log
 
 
 def test_stale_swap_directories_are_removed(shared_alexnet, tmp_path):
