@@ -1,5 +1,5 @@
-# make run   : the three scripts in order (DATA_DIR=dir for an offline ImageFolder copy,
-#              CONFIG=best for the recipe in configs/best.json)
+# make run   : the three scripts in order (DATA_DIR=dir for an offline copy of the data,
+#              CONFIG=best for the recipe in configs/best.json, SEED=n for another seed)
 # make test  : ruff + the test suite
 # Both create .venv and install the requirements first if needed.
 PYTHON ?= python3
@@ -7,11 +7,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DATA_DIR ?=
 CONFIG ?=
+SEED ?=
 ARGS ?=
 PRUNE_ARGS ?=
 SHARE_ARGS ?=
 ENCODE_ARGS ?=
 COMMON := $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(CONFIG),--config configs/$(CONFIG).json) $(ARGS)
+# The two scripts that draw random numbers (huffman_encode.py draws none).
+SEEDED := $(if $(SEED),--seed $(SEED))
 
 .PHONY: run test bench clean
 
@@ -21,8 +24,8 @@ $(VENV)/installed: requirements.txt requirements-dev.txt requirements-plot.txt
 	touch $@
 
 run: $(VENV)/installed
-	$(PY) pruning.py $(COMMON) $(PRUNE_ARGS)
-	$(PY) weight_share.py $(COMMON) $(SHARE_ARGS)
+	$(PY) pruning.py $(COMMON) $(SEEDED) $(PRUNE_ARGS)
+	$(PY) weight_share.py $(COMMON) $(SEEDED) $(SHARE_ARGS)
 	$(PY) huffman_encode.py $(COMMON) $(ENCODE_ARGS)
 
 test: $(VENV)/installed
