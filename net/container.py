@@ -6,6 +6,9 @@ the file is the compressed model: its size on disk is its size.
 
 File: b'DCZ' | version byte | sections. Every section is
     tag byte | varint payload length | payload | CRC32 of (tag, length, payload), 4 bytes LE
+and from version 4 on each CRC continues from the section before's (the header's from
+the magic and version byte), so the last one covers the whole file: a section taken from
+another file, or sections reordered, duplicated or dropped, fail the check.
 A header section (tag 'H') comes first: architecture name, dataset name (from version
 2; version 1 files are CIFAR-10 models), flags, then per layer its name and weight
 shape. One layer section (tag 'L') follows per layer, in that order.
@@ -31,7 +34,8 @@ of all values, then every value's sign and mantissa, raw. Versions 1 and 2 store
 codebook right after k and the biases (raw, or their count and codebook) right after the
 bucket count, as plain little-endian floats.
 The CRCs cover every section; the magic and version byte before them are checked by
-value, and from version 3 on the header's CRC covers them too.
+value, and from version 3 on the header's CRC covers them too. Versions 1 to 3 check
+each section alone.
 
 Only live units are stored. Saving first removes, without changing the network's
 function, every unit that no later weight reads: its incoming weights and bias are
@@ -68,8 +72,8 @@ from .prune import set_mask, units_read
 from .quantization import check_bits, share_weights
 
 MAGIC = b'DCZ'
-VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 HEADER, LAYER = b'H', b'L'
 FLOAT16, SHARED_BIASES = 1, 2  # header flag bits
 LENGTH_BITS = 4
@@ -134,14 +138,13 @@ def encode_model(model, float16=False, bias_bits=None):
     flags = (FLOAT16 if float16 else 0) | (SHARED_BIASES if bias_bits is not None else 0)
     value_dtype = np.dtype('<f2' if float16 else '<f4')
     header = _header_payload(arch, model.dataset, flags, layers)
-    out = [MAGIC, bytes([VERSION]), _section(HEADER, header, _crc_start(VERSION))]
-    rows = []
+    sections, rows = [(HEADER, header)], []
     for (name, _), weight, bias, alive in zip(layers, weights, biases, live, strict=True):
         payload, row = _encode_layer(weight, bias, alive, value_dtype, bias_bits)
-        out.append(_section(LAYER, payload))
+        sections.append((LAYER, payload))
         rows.append({'layer': name, 'dense_bytes': 4 * (weight.size + bias.size), **row,
-                     'bytes': len(out[-1])})
-    data = b''.join(out)
+                     'bytes': len(_section(LAYER, payload))})
+    data = frame(VERSION, sections)
     dense = sum(4 * p.numel() for p in model.parameters())
     report = {'architecture': arch, 'dataset': model.dataset, 'float16': float16, 'bias_bits': bias_bits,
               'header_bytes': len(data) - sum(r['bytes'] for r in rows), 'layers': rows,
@@ -242,6 +245,16 @@ def _section(tag, payload, crc_start=0):
     return framed + struct.pack('<I', zlib.crc32(framed, crc_start))
 
 
+def frame(version, sections):
+    """The bytes of a file of format `version` holding [(tag, payload)] sections, each
+    with its CRC (from version 4 on, continuing from the section before's)."""
+    out, chain = [MAGIC, bytes([version])], _crc_start(version)
+    for tag, payload in sections:
+        out.append(_section(tag, payload, chain))
+        chain = struct.unpack('<I', out[-1][-4:])[0] if version >= 4 else 0
+    return b''.join(out)
+
+
 def _crc_start(version):
     """Where the header section's CRC starts: from version 3 on, the magic and version
     byte are under it, since the version decides how layers are read (2 and 3 differ in
@@ -262,6 +275,7 @@ def _split_sections(data, path):
                              f'{READABLE_VERSIONS}); update this project or re-pack the model')
     sections = []
     pos = len(MAGIC) + 1
+    chain = _crc_start(version)  # the header's CRC start
     while pos < len(data):
         start = pos
         try:
@@ -273,10 +287,12 @@ def _split_sections(data, path):
             raise ContainerError(f'{path}: truncated file (section {len(sections)} claims '
                                  f'{length} bytes, the file ends first)')
         (crc,) = struct.unpack('<I', data[end:end + 4])
-        if zlib.crc32(data[start:end], _crc_start(version) if not sections else 0) != crc:
-            raise ContainerError(f'{path}: checksum mismatch in section {len(sections)}: '
-                                 'the file is corrupt')
+        if zlib.crc32(data[start:end], chain) != crc:
+            moved = ', or its sections were moved or come from other files' if version >= 4 else ''
+            raise ContainerError(f'{path}: checksum mismatch in section {len(sections)}: the '
+                                 f'file is corrupt{moved}')
         sections.append((data[start:start + 1], data[pos:end]))
+        chain = crc if version >= 4 else 0  # version 4 chains every CRC to the one before
         pos = end + 4
     if not sections or sections[0][0] != HEADER:
         raise ContainerError(f'{path}: truncated file (no header section)')

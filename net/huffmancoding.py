@@ -798,7 +798,8 @@ def _write_manifest(model, directory):
         'files': {name: {'bytes': os.path.getsize(os.path.join(directory, name)),
                          'sha256': _file_digest(os.path.join(directory, name))}
                   for name in sorted(os.listdir(directory))}}
-    return _write_file(os.path.join(directory, MANIFEST), json.dumps(manifest, separators=(',', ':')).encode())
+    text = json.dumps(manifest, separators=(',', ':'))
+    return _write_file(os.path.join(directory, MANIFEST), text.encode())
 
 
 def _read_manifest(directory):

@@ -203,9 +203,42 @@ def test_version_2_files_still_load():
     assert params_equal(decode_model(old_file('tiny-v2-lossy.dcz')), lossy)
 
 
-@pytest.mark.parametrize('data, version', [('encoded', 2), ('tiny-v2.dcz', 3)])
+def test_version_3_files_still_load():
+    model = make_model(kept=0.05, values=5, dead_fc1_units=3)
+    assert old_file('tiny-v3.dcz')[3] == 3
+    assert params_equal(decode_model(old_file('tiny-v3.dcz')), strip_dead_units(model))
+
+
+def raw_sections(data):
+    """The sections of a .dcz file as they are stored (tag, length, payload, CRC)."""
+    out, pos = [], len(container.MAGIC) + 1
+    while pos < len(data):
+        length, body = container.read_varint(data, pos + 1, 'x')
+        out.append(data[pos:body + length + 4])
+        pos = body + length + 4
+    return out
+
+
+@pytest.mark.parametrize('splice', [
+    lambda a, b: a[:2] + b[2:3] + a[3:],  # fc1's section from another valid file
+    lambda a, b: a[:1] + [a[2], a[1]] + a[3:],  # two layer sections swapped
+    lambda a, b: a[:2] + a[1:2] + a[3:],  # a section in the place of another
+    lambda a, b: a[:-1] + a[-1:] + a[-1:],  # one section twice
+    lambda a, b: a[:1] + a[2:],           # a section dropped
+])
+def test_sections_from_other_files_or_moved_are_refused(splice):
+    a = encode_model(make_model(seed=1, kept=0.2))[0]
+    b = encode_model(make_model(seed=2, kept=0.2))[0]
+    head = a[:len(container.MAGIC) + 1]
+    with pytest.raises(ContainerError, match=r'checksum mismatch in section \d: the file is corrupt, '
+                                             r'or its sections were moved|\d layer sections for 3'):
+        decode_model(head + b''.join(splice(raw_sections(a), raw_sections(b))))
+
+
+@pytest.mark.parametrize('data, version', [('encoded', 2), ('encoded', 3), ('tiny-v2.dcz', 3),
+                                           ('tiny-v3.dcz', 4)])
 def test_a_changed_version_byte_is_refused(encoded, data, version):
-    # 2 and 3 differ in one bit and read layers differently: the header's CRC decides
+    # Versions differ in a bit or two and read layers differently: the header's CRC decides
     data = encoded if data == 'encoded' else old_file(data)
     with pytest.raises(ContainerError, match='checksum mismatch in section 0'):
         decode_model(data[:3] + bytes([version]) + data[4:])
@@ -217,9 +250,8 @@ def test_version_1_files_without_a_dataset_load_as_cifar10():
     header = sections[0][1]
     _, arch_end = container._read_text(header, 0)
     _, dataset_end = container._read_text(header, arch_end)
-    version_1 = (container.MAGIC + bytes([1])
-                 + container._section(container.HEADER, header[:arch_end] + header[dataset_end:])
-                 + b''.join(container._section(tag, payload) for tag, payload in sections[1:]))
+    version_1 = container.frame(1, [(container.HEADER, header[:arch_end] + header[dataset_end:]),
+                                    *sections[1:]])
     model = decode_model(version_1)
     assert model.dataset == 'cifar10'
     assert params_equal(model, decode_model(version_2))
@@ -304,8 +336,7 @@ def reframe_layer(data, index, payload):
     """data with layer section `index` replaced by payload, framed with a valid CRC."""
     sections = container._split_sections(data, 'x')[1]
     sections[1 + index] = (container.LAYER, payload)
-    header = container._section(*sections[0], container._crc_start(data[3]))
-    return data[:4] + header + b''.join(container._section(tag, p) for tag, p in sections[1:])
+    return container.frame(data[3], sections)
 
 
 # Checksums stop random damage before the layer parser: these files are crafted past
