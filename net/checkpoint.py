@@ -55,6 +55,7 @@ def load_model(path, device='cpu', made_by='pruning.py', arch=None, dataset=None
                                  f"re-run `python {made_by}`")
     if not zipfile.is_zipfile(path):  # torch.save has written zip archives since 1.6
         raise unreadable
+    check_zip(path, made_by)
     try:
         with torch.serialization.safe_globals(SAFE_CLASSES):
             model = torch.load(path, map_location=device, weights_only=True)
@@ -67,7 +68,72 @@ def load_model(path, device='cpu', made_by='pruning.py', arch=None, dataset=None
         raise unreadable from None
     check_architecture(model, path)
     check_model(model, path, arch, dataset)
+    check_values(model, path)
     return model
+
+
+def check_zip(path, made_by):
+    """Refuse a file whose zip entries fail their CRC (torch.load never checks them)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, ValueError) as err:
+        bad = f'its archive ({err})'
+    if bad is not None:
+        raise CheckpointError(f'{path} is corrupt: {bad} fails its checksum; re-run `python '
+                              f'{made_by}`')
+
+
+def check_attributes(model, reference, path):
+    """Refuse a model whose modules or their settings (strides, sizes, input_size, ...)
+    differ from what its architecture builds: such a file was edited."""
+    modules = dict(reference.named_modules())
+    for name, module in model.named_modules():
+        if type(module) is not type(modules.get(name)):
+            raise CheckpointError(f'{path} holds a {type(module).__name__} at "{name or "the top"}", '
+                                  f'where {model.arch} has {type(modules.get(name)).__name__}')
+        expected = _settings(modules[name])
+        for key, value in _settings(module).items():
+            if key not in expected:
+                raise CheckpointError(f'{path}: unexpected attribute {name or model.arch}.{key}')
+            if key in expected and (type(value) is not type(expected[key]) or value != expected[key]):
+                raise CheckpointError(f'{path}: {name or model.arch}.{key} is {value!r}, not '
+                                      f'{expected[key]!r}: the file was edited or is damaged')
+
+
+def _settings(module):
+    """A module's own public attributes, except its train/eval flag."""
+    return {k: v for k, v in vars(module).items() if not k.startswith('_') and k != 'training'}
+
+
+def check_values(model, path):
+    """Refuse NaN or infinite parameters and masks that are not 0/1 of their weight's shape
+    with zeros under their zeros; convert float64, float16 and bfloat16 to float32 (noted)."""
+    other = sorted({str(t.dtype) for t in [*model.parameters(), *model.buffers()]
+                    if t.dtype != torch.float32})
+    if any(not t.dtype.is_floating_point for t in [*model.parameters(), *model.buffers()]):
+        raise CheckpointError(f'{path} holds {", ".join(other)} tensors; a model of this project '
+                              'holds float32 parameters and masks')
+    if other:
+        print(f'note: {path} holds {", ".join(other)} tensors; converted to float32')
+        model.float()
+    for name, param in model.named_parameters():
+        if not torch.isfinite(param).all():
+            raise CheckpointError(f'{path}: {name} holds NaN or infinite values; re-run the '
+                                  'script that wrote it (a diverged training?)')
+    for name, module in model.named_modules():
+        mask = getattr(module, 'weight_mask', None)
+        if mask is None:
+            continue
+        if mask.shape != module.weight.shape:
+            raise CheckpointError(f'{path}: {name}.weight_mask has shape {tuple(mask.shape)}, its '
+                                  f'weight {tuple(module.weight.shape)}: the file is damaged')
+        if not ((mask == 0) | (mask == 1)).all():
+            raise CheckpointError(f'{path}: {name}.weight_mask holds values other than 0 and 1: '
+                                  'the file is damaged')
+        if (module.weight[mask == 0] != 0).any():
+            raise CheckpointError(f'{path}: {name} has non-zero weights where its mask prunes '
+                                  'them: the file is damaged')
 
 
 def check_architecture(model, path):
@@ -90,3 +156,4 @@ def check_architecture(model, path):
     missing = sorted(set(expected) - {n for n, _ in model.named_parameters()})
     if missing:
         raise CheckpointError(f"{path} is not {what}: missing {missing}")
+    check_attributes(model, reference, path)
