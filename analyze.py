@@ -82,8 +82,7 @@ def parse_args(argv=None):
                         "learning rate, bf16, compact training; not its round_settings); "
                         "default pruning.py's")
     args = p.parse_args(argv)
-    if args.command == 'cuts' and args.epochs < 0:
-        p.error(f'--epochs must be 0 or more, got {args.epochs}')
+    util.check_ranges(args)
     return args
 
 

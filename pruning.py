@@ -152,20 +152,12 @@ def parse_args(argv=None, settings=None, source='settings'):
     util.add_config_argument(p)
     args = util.parse_with_config(p, argv, 'pruning', settings, source)
     args.round_settings = parse_round_settings(args.round_settings, p)
-    if args.target_ratio is not None and args.target_ratio <= 1:
-        util.fail(f'--target-ratio must be above 1, got {args.target_ratio}')
     if args.compact_training:
         # The copy leaves unread units out: their incoming weights must go at every cut
         # (which changes nothing the network computes), or they would stay frozen.
         args.prune_dead_units = True
-    if args.time_limit is not None and args.time_limit <= 0:
-        util.fail(f'--time-limit must be a positive number of minutes, got {args.time_limit}')
-    if args.prune_rounds < 1:
-        util.fail(f'--prune-rounds must be at least 1, got {args.prune_rounds}')
     if (args.scope == 'global') != (args.global_rate is not None):
         util.fail('--scope global and --global-rate P go together (P: percent of all weights kept)')
-    if args.global_rate is not None and not 0 <= args.global_rate <= 100:
-        util.fail(f'--global-rate must be a percent from 0 to 100, got {args.global_rate}')
     if args.re_optimizer is None:
         args.re_optimizer = args.optimizer
     same = args.re_optimizer == args.optimizer

@@ -7,6 +7,7 @@ normalisation are batched tensor ops, so no per-image Python runs in the trainin
 import functools
 import gzip
 import json
+import math
 import os
 import sys
 import zlib
@@ -97,6 +98,34 @@ def add_data_arguments(parser, from_checkpoint):
                         help=f'an offline copy instead of the torchvision download: {OFFLINE_LAYOUTS}')
 
 
+# The valid range of every numeric flag, in whichever script has it: (lowest, highest,
+# lowest excluded). check_ranges applies it right after parsing, before any work.
+RANGES = {
+    'batch_size': (1, None, False), 'test_batch_size': (1, None, False),
+    'epochs': (0, None, False), 're_epochs': (0, None, False), 'quantize_epochs': (0, None, False),
+    'prune_rounds': (1, None, False), 'log_interval': (1, None, False), 'bins': (1, None, False),
+    'subset': (1, None, False), 'seed': (0, 2**32 - 1, False),
+    'lr': (0, None, True), 're_lr': (0, None, True), 'quantize_lr': (0, None, True),
+    'weight_decay': (0, None, False), 're_weight_decay': (0, None, False),
+    'sensitivity': (0, None, False), 'time_limit': (0, None, True),
+    'target_ratio': (1, None, True), 'global_rate': (0, 100, False),
+    'min_accuracy': (0, 100, False),
+}
+
+
+def check_ranges(args):
+    """One error line for the first numeric flag outside its RANGES entry (NaN included)."""
+    for dest, (low, high, strict) in RANGES.items():
+        value = getattr(args, dest, None)
+        if value is None or isinstance(value, (list, str)):
+            continue
+        if not (math.isfinite(value) and (value > low if strict else value >= low)
+                and (high is None or value <= high)):
+            valid = (f'from {low} to {high}' if high is not None else
+                     f'above {low}' if strict else f'at least {low}')
+            fail(f'--{dest.replace("_", "-")} must be {valid}, got {value}')
+
+
 def parse_with_config(parser, argv, section, settings=None, source='settings'):
     """Parse argv; with --config FILE, FILE's `section` first replaces the defaults, and
     then `settings` ({setting: value} as in a recipe section, checked the same way, errors
@@ -107,6 +136,7 @@ def parse_with_config(parser, argv, section, settings=None, source='settings'):
     if defaults:
         parser.set_defaults(**defaults)
         args = parser.parse_args(argv)
+    check_ranges(args)
     return args
 
 
@@ -119,12 +149,18 @@ def read_config(path, section, parser):
         fail(f'cannot read the recipe {path}: {err.strerror}')
     except json.JSONDecodeError as err:
         fail(f'the recipe {path} is not valid JSON ({err.msg}, line {err.lineno})')
+    except UnicodeDecodeError:
+        fail(f'the recipe {path} is not a UTF-8 text file')
     if not isinstance(recipe, dict):
         fail(f'the recipe {path} must be a JSON object with sections {list(CONFIG_SECTIONS)}')
     unknown = sorted(set(recipe) - set(CONFIG_SECTIONS) - {'description'})
     if unknown:
         fail(f'unknown section(s) {unknown} in {path}; valid: {list(CONFIG_SECTIONS)}')
-    return checked_settings(recipe.get(section, {}), parser, path, section)
+    settings = recipe.get(section, {})
+    if not isinstance(settings, dict):
+        fail(f'the recipe {path}: section "{section}" must be a JSON object of settings, '
+             f'got {json.dumps(settings)}')
+    return checked_settings(settings, parser, path, section)
 
 
 def checked_settings(settings, parser, source, section):

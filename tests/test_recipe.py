@@ -415,10 +415,50 @@ def test_min_accuracy_goes_back_to_the_last_good_round(tmp_path, monkeypatch):
     assert rounds[-1]['accuracy_after_retraining'] == 62
 
 
-def test_target_ratio_must_be_above_one(capsys):
+@pytest.mark.parametrize('script, argv, message', [
+    (pruning, ['--target-ratio', '1'], '--target-ratio must be above 1, got 1.0'),
+    (pruning, ['--batch-size', '0'], '--batch-size must be at least 1, got 0'),
+    (pruning, ['--batch-size', '-5'], '--batch-size must be at least 1, got -5'),
+    (pruning, ['--test-batch-size', '0'], '--test-batch-size must be at least 1, got 0'),
+    (pruning, ['--epochs', '-1'], '--epochs must be at least 0, got -1'),
+    (pruning, ['--sensitivity', 'nan'], '--sensitivity must be at least 0, got nan'),
+    (pruning, ['--seed', str(2**70)], f'--seed must be from 0 to 4294967295, got {2**70}'),
+    (pruning, ['--lr', '0'], '--lr must be above 0, got 0.0'),
+    (pruning, ['--prune-rounds', '0'], '--prune-rounds must be at least 1, got 0'),
+    (pruning, ['--time-limit', '-2'], '--time-limit must be above 0, got -2.0'),
+    (pruning, ['--global-rate', '101', '--scope', 'global'], '--global-rate must be from 0 to 100'),
+    (weight_share, ['--quantize-epochs', '-1'], '--quantize-epochs must be at least 0, got -1'),
+    (weight_share, ['--quantize-lr', 'inf'], '--quantize-lr must be above 0, got inf'),
+    (huffman_encode, ['--subset', '0'], '--subset must be at least 1, got 0'),
+    (analyze, ['distribution', '--bins', '0'], '--bins must be at least 1, got 0'),
+    (analyze, ['cuts', '--epochs', '-1'], '--epochs must be at least 0, got -1'),
+])
+def test_numbers_out_of_range_are_one_line_naming_the_flag(capsys, script, argv, message):
     with pytest.raises(SystemExit):
-        pruning.parse_args(['--target-ratio', '1'])
-    assert capsys.readouterr().err.strip() == 'error: --target-ratio must be above 1, got 1.0'
+        script.parse_args(argv)
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {message}') and err.count('\n') == 1
+
+
+@pytest.mark.parametrize('content, message', [
+    (b'{"pruning": 5}', 'section "pruning" must be a JSON object of settings, got 5'),
+    (b'{"pruning": null}', 'section "pruning" must be a JSON object of settings, got null'),
+    (b'{"pruning": [1]}', 'section "pruning" must be a JSON object of settings, got [1]'),
+    (b'{"pruning": {"\xff": 1}}', 'is not a UTF-8 text file'),
+])
+def test_malformed_recipes_are_one_line(tmp_path, capsys, content, message):
+    (tmp_path / 'r.json').write_bytes(content)
+    with pytest.raises(SystemExit):
+        pruning.parse_args(['--config', str(tmp_path / 'r.json')])
+    err = capsys.readouterr().err
+    assert message in err and err.startswith('error: ') and err.count('\n') == 1
+
+
+def test_a_recipe_out_of_range_is_refused_too(tmp_path, capsys):
+    (tmp_path / 'r.json').write_text('{"pruning": {"batch_size": 0}}')
+    with pytest.raises(SystemExit):
+        pruning.parse_args(['--config', str(tmp_path / 'r.json')])
+    assert capsys.readouterr().err == 'error: --batch-size must be at least 1, got 0\n'
 
 
 def test_missing_recipe_file_is_one_clear_error(tmp_path, capsys):
