@@ -5,7 +5,6 @@ and, with --pack PATH, the whole compressed model as one .dcz file. --unpack PAT
 loads such a file and tests it.
 """
 import argparse
-import json
 import os
 import sys
 import time
@@ -15,7 +14,12 @@ import torch
 import util
 from net.checkpoint import CheckpointError, load_model
 from net.container import ContainerError, load_compressed, save_compressed, strip_dead_units
-from net.huffmancoding import HuffmanFormatError, huffman_decode_model, huffman_encode_model
+from net.huffmancoding import (
+    HuffmanFormatError,
+    check_replaceable,
+    huffman_decode_model,
+    huffman_encode_model,
+)
 from net.models import build_model, check_model
 from net.quantization import check_bits
 
@@ -61,10 +65,11 @@ def run(args):
     started = time.time()
     util.DATA_DIR, util.SUBSET = args.data_dir, args.subset
     use_cuda = not args.no_cuda
-    config = vars(args) | {'device': str(util.device_for(use_cuda)),
-                            'data': util.data_source(args.data_dir, args.dataset)}
-    print(f'config: {json.dumps(config)}')
-    util.log(f'huffman_encode.py config {json.dumps(config)}', args.log)
+    outputs = {} if args.unpack else {'--out/': args.out, '--pack': args.pack}
+    config = util.start_run(args, 'huffman_encode.py', outputs,
+                            device=str(util.device_for(use_cuda)))
+    if not args.unpack:
+        check_replaceable(args.out)  # never a folder holding files the encoder did not write
     if (args.pack_float16 or args.pack_bias_bits is not None) and not args.pack:
         raise ValueError('--pack-float16 and --pack-bias-bits change the .dcz file: add --pack PATH')
     if args.pack and args.unpack:

@@ -440,10 +440,9 @@ def run(args, rates, spans=None, unit_rates=None):
     generator = torch.Generator().manual_seed(args.seed)
     device = util.device_for(not args.no_cuda)
     util.DATA_DIR, util.SUBSET = args.data_dir, args.subset
-    config = vars(args) | {'rates': rates, 'device': str(device),
-                            'data': util.data_source(args.data_dir, args.dataset)}
-    print(f'config: {json.dumps(config)}')
-    util.log(f'pruning.py config {json.dumps(config)}', args.log)
+    outputs = {'--save-model-path': args.save_model_path,
+               '--load-model-path': None if args.from_initial else args.load_model_path}
+    config = util.start_run(args, 'pruning.py', outputs, rates=rates, device=str(device))
 
     if args.from_initial:
         model = load_model(args.load_model_path, device, made_by='pruning.py',

@@ -34,9 +34,39 @@ class DataError(Exception):
 
 
 def log(content, filename='log.txt'):
-    """Append one line to the log file."""
+    """Append one line to the log file (its folder made if missing)."""
+    os.makedirs(os.path.dirname(os.path.abspath(filename)), exist_ok=True)
     with open(filename, 'a') as f:
         f.write(f'{content}\n')
+
+
+def start_run(args, script, outputs, **settings):
+    """Every script's preamble: check its output paths ({flag: path}; a flag ending in
+    '/' names a folder) before any work, then print and log the configuration (args,
+    `settings`, and the copy of the data); return it."""
+    for flag, path in {'--log': args.log, **outputs}.items():
+        if path is not None:
+            check_output(path, flag.rstrip('/'), folder=flag.endswith('/'))
+    config = vars(args) | settings | {'data': data_source(args.data_dir, args.dataset)}
+    print(f'config: {json.dumps(config)}')
+    log(f'{script} config {json.dumps(config)}', args.log)
+    return config
+
+
+def check_output(path, flag, folder=False):
+    """Fail now, not after hours of work, if path cannot be written: a file named by a
+    folder (or a folder by a file), or a parent that is a file or read-only."""
+    if folder and os.path.isfile(path):
+        fail(f'{flag} {path} is a file; name a folder')
+    if not folder and os.path.isdir(path):
+        fail(f'{flag} {path} is a folder; name a file')
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        fail(f'{flag} {path}: {parent} is a file, not a folder')
+    if not os.access(parent, os.W_OK):
+        fail(f'{flag} {path}: cannot write in {parent}')
 
 
 def write_json(path, record):

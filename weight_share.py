@@ -85,10 +85,8 @@ def run(args, bits):
     util.DATA_DIR, util.SUBSET = args.data_dir, args.subset
     use_cuda = not args.no_cuda
     device = util.device_for(use_cuda)
-    config = vars(args) | {'bits': bits, 'device': str(device),
-                            'data': util.data_source(args.data_dir, args.dataset)}
-    print(f'config: {json.dumps(config)}')
-    util.log(f'weight_share.py config {json.dumps(config)}', args.log)
+    config = util.start_run(args, 'weight_share.py', {'--save-model-path': args.save_model_path},
+                            bits=bits, device=str(device))
     model = load_model(args.load_model_path, device, made_by='pruning.py', arch=args.model,
                        dataset=args.dataset)
     validate_bits(model, bits)

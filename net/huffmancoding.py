@@ -743,7 +743,7 @@ def huffman_encode_model(model, directory='encodings/', log_file='log.txt'):
     nothing that huffman_encode_model did not write is ever deleted.
     """
     directory = os.path.normpath(directory)
-    _check_replaceable(directory)
+    check_replaceable(directory)
     parent = os.path.dirname(os.path.abspath(directory))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix='.encodings-tmp-')
@@ -766,7 +766,7 @@ def huffman_encode_model(model, directory='encodings/', log_file='log.txt'):
     return rows
 
 
-def _check_replaceable(directory):
+def check_replaceable(directory):
     """Refuse a path that is a file, or a folder holding files the encoder did not write."""
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise HuffmanFormatError(f'{directory} is a file, not a folder for the encodings: '

@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+import util
 from net.checkpoint import save_model
 from net.models import AlexNet, build_model
 from tests.conftest import DATA_DIR, ROOT, fake_mnist_dir
@@ -244,3 +245,43 @@ def test_three_scripts_on_lenet300_and_an_idx_folder(tmp_path):
     assert (described['model'], described['dataset']) == ('lenet300', 'fashion-mnist')
     assert_one_line_error(run('huffman_encode.py', *data, '--unpack', 'm.dcz', '--model', 'lenet5',
                               cwd=tmp_path), 'm.dcz holds lenet300 for fashion-mnist, not lenet5')
+
+
+# ---------------------------------------------------------------- output paths, checked first
+def files_in(tmp_path):
+    return sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob('*'))
+
+
+@pytest.mark.parametrize('script, argv, message', [
+    ('pruning', ['--log', 'folder'], '--log folder is a folder; name a file'),
+    ('pruning', ['--save-model-path', 'folder'], '--save-model-path folder is a folder; name a file'),
+    ('pruning', ['--load-model-path', 'file.txt/initial.ptmodel'],
+     '--load-model-path file.txt/initial.ptmodel: {tmp}/file.txt is a file, not a folder'),
+    ('weight_share', ['--save-model-path', 'folder'], '--save-model-path folder is a folder'),
+    ('weight_share', ['--log', 'file.txt/log.txt'], 'file.txt is a file, not a folder'),
+    ('huffman_encode', ['--out', 'file.txt'], '--out file.txt is a file; name a folder'),
+    ('huffman_encode', ['--pack', 'folder'], '--pack folder is a folder; name a file'),
+    ('huffman_encode', ['--out', 'folder'], 'folder holds keep.me, which huffman_encode_model did '
+                                            'not write'),
+])
+def test_unwritable_outputs_are_refused_before_any_work(tmp_path, monkeypatch, capsys, script, argv,
+                                                        message):
+    """Each is refused at once (no checkpoint exists, no data is read), deleting nothing."""
+    import importlib
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'folder').mkdir()
+    (tmp_path / 'folder' / 'keep.me').write_text('x')
+    (tmp_path / 'file.txt').write_text('x')
+    before = files_in(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        importlib.import_module(script).main([*argv, '--data-dir', 'missing'])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and message.format(tmp=tmp_path) in err, err
+    assert err.count('\n') == 1, err
+    assert [f for f in files_in(tmp_path) if f != 'log.txt'] == before
+
+
+def test_a_log_in_a_missing_folder_is_created(tmp_path):
+    util.log('one line', str(tmp_path / 'logs' / 'run' / 'log.txt'))
+    assert (tmp_path / 'logs' / 'run' / 'log.txt').read_text() == 'one line\n'
