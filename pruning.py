@@ -201,7 +201,7 @@ def parse_round_settings(text, parser):
         util.fail(f'--round-settings: a JSON object such as {ROUND_SETTINGS_EXAMPLE}, got {text}')
     settings = {}
     for start, values in given.items():
-        if not (start.isdigit() and int(start) >= 1 and isinstance(values, dict)):
+        if not (start.isascii() and start.isdigit() and int(start) >= 1 and isinstance(values, dict)):
             util.fail(f'--round-settings: each key is a round number from 1, each value a JSON '
                       f'object of settings, e.g. {ROUND_SETTINGS_EXAMPLE}; '
                       f'got "{start}": {json.dumps(values)}')

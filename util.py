@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from net.checkpoint import atomic_write
 from net.models import DATASETS, MODELS
 
 # The starter's input normalisation: MNIST's constants on all three channels. Graders
@@ -71,11 +72,12 @@ def check_output(path, flag, folder=False):
 
 def write_json(path, record):
     """Write a JSON record atomically (temp file + rename)."""
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(record, f, indent=2)
-        f.write('\n')
-    os.replace(tmp, path)
+    text = json.dumps(record, indent=2) + '\n'
+
+    def write(tmp):
+        with open(tmp, 'w') as f:
+            f.write(text)
+    atomic_write(path, write)
 
 
 def print_model_parameters(model, with_values=False):
@@ -482,14 +484,20 @@ def _image_folder(root, subset, channels, side, dataset):
     from torchvision import datasets
     if not os.path.isdir(root):
         raise DataError(f'{root} not found: --data-dir DIR takes {OFFLINE_LAYOUTS}')
-    folder = datasets.ImageFolder(root)
+    try:
+        folder = datasets.ImageFolder(root)
+    except (FileNotFoundError, OSError) as err:  # a class folder without images, say
+        raise DataError(f'{root}: {err}') from None
     if len(folder.classes) != DATASETS[dataset].classes:  # else a silently wrong model
         raise _wrong_classes(root, f'{len(folder.classes)} class folders', dataset)
     samples = [folder.samples[i] for i in _subset_indices(len(folder.samples), subset)]
     images = np.empty((len(samples), side, side, channels), dtype=np.uint8)
     for i, (path, _) in enumerate(samples):
-        with Image.open(path) as img:
-            pixels = np.asarray(img.convert('RGB' if channels == 3 else 'L'))
+        try:
+            with Image.open(path) as img:
+                pixels = np.asarray(img.convert('RGB' if channels == 3 else 'L'))
+        except (OSError, SyntaxError, ValueError) as err:  # PIL's errors for damaged files
+            raise DataError(f'{path} is damaged or not an image ({err}): replace or remove it') from None
         if pixels.shape[:2] != (side, side):
             raise DataError(f'{path} is {pixels.shape[1]}x{pixels.shape[0]}; {dataset} '
                             f'images must be {side}x{side}')

@@ -32,6 +32,8 @@ import tempfile
 import numpy as np
 from scipy.sparse import csc_matrix, csr_matrix
 
+from .checkpoint import TEMP_PREFIX, current_umask, temp_folder
+
 DTYPE_CODES = {np.dtype('float32'): 1, np.dtype('int32'): 2}
 DTYPES = {code: dtype for dtype, code in DTYPE_CODES.items()}
 TREE_MAGIC, STREAM_MAGIC, BIAS_MAGIC = b'HT', b'HS', b'HB'
@@ -744,9 +746,9 @@ def huffman_encode_model(model, directory='encodings/', log_file='log.txt'):
     """
     directory = os.path.normpath(directory)
     check_replaceable(directory)
-    parent = os.path.dirname(os.path.abspath(directory))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix='.encodings-tmp-')
+    parent = temp_folder(os.path.dirname(os.path.abspath(directory)))
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f'{TEMP_PREFIX}{os.getpid()}-encodings-')
+    os.chmod(tmp, 0o777 & ~current_umask())  # the user's usual folder permissions, not 0700
     try:
         rows = [_encode_parameter(name, param, tmp) for name, param in model.named_parameters()]
         manifest_bytes = _write_manifest(model, tmp)

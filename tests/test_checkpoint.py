@@ -1,5 +1,7 @@
 """Checkpoints: a .ptmodel whose bytes, dtypes, masks, values or settings are not what this
 project writes is refused in one line (or, for other float dtypes, converted and noted)."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -91,3 +93,42 @@ def test_damaged_or_edited_contents_are_refused(tmp_path, change, message):
 
 def test_an_unpruned_model_has_no_masks_to_check(tmp_path):
     assert same_parameters(load_model(saved(tmp_path, lenet5(prune=False))), lenet5(prune=False))
+
+
+def dead_pid():
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
+                          capture_output=True, text=True, check=True)
+    return int(done.stdout)
+
+
+def test_temporaries_of_killed_runs_are_removed_by_the_next_write(tmp_path):
+    from net.huffmancoding import huffman_encode_model
+    stale_file = tmp_path / f'.tmp-{dead_pid()}-abc-m.ptmodel'
+    stale_folder = tmp_path / f'.tmp-{dead_pid()}-encodings-xyz'
+    live = tmp_path / f'.tmp-{os.getpid()}-def-m.ptmodel'  # a run still writing: kept
+    for path in (stale_file, live):
+        path.write_bytes(b'half a checkpoint')
+    stale_folder.mkdir()
+    (stale_folder / 'conv1.bias.bin').write_bytes(b'x')
+    saved(tmp_path, lenet5())
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(['m.ptmodel', live.name])
+    stale_folder.mkdir()  # killed while encoding, this time
+    huffman_encode_model(lenet5(), tmp_path / 'enc', None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(['m.ptmodel', 'enc', live.name])
+
+
+def test_written_files_get_the_users_permissions(tmp_path):
+    import util
+    from net.huffmancoding import huffman_encode_model
+    old = os.umask(0o027)
+    try:
+        saved(tmp_path, lenet5())
+        util.write_json(str(tmp_path / 'r.json'), {'a': 1})
+        huffman_encode_model(lenet5(), tmp_path / 'enc', None)
+    finally:
+        os.umask(old)
+    assert (tmp_path / 'm.ptmodel').stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / 'r.json').stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / 'enc').stat().st_mode & 0o777 == 0o750

@@ -308,6 +308,7 @@ def test_round_settings_come_from_a_recipe(tmp_path):
     ('[3]', 'a JSON object such as'),
     ('{"0": {"re_lr": 0.01}}', 'each key is a round number from 1'),
     ('{"x": {"re_lr": 0.01}}', 'each key is a round number from 1'),
+    ('{"\u00b2": {"re_lr": 0.01}}', 'each key is a round number from 1'),  # a digit int() refuses
     ('{"3": 0.01}', 'each value a JSON object of settings'),
     ('{"3": {"epochs": 2}}', "['epochs'] cannot change by round"),
     ('{"3": {"re_augment": "cutout"}}', '(round 3): "re_augment": "cutout" is not a valid value'),

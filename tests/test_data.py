@@ -326,3 +326,15 @@ def test_the_logs_name_the_copy_of_the_data(tmp_path, small_cifar_binary):
     assert util.data_source(None) == 'the official data, downloaded by torchvision into data/'
     assert util.data_source(image_folder(tmp_path / 'jpg', 10, (32, 32, 3))).startswith(
         f'the ImageFolder copy at {tmp_path / "jpg"} (a re-encoded copy differs')
+
+
+@pytest.mark.parametrize('damage, message', [
+    (lambda f: f.write_bytes(f.read_bytes()[:40]), 'is damaged or not an image'),  # truncated
+    (lambda f: f.write_bytes(b'\x89PNG\r\n\x1a\n' + bytes(50)), 'is damaged or not an image'),
+    (lambda f: f.unlink(), "Couldn't find any class folder|Found no valid file for the classes 3"),
+])
+def test_a_damaged_image_folder_is_one_line_naming_the_problem(tmp_path, damage, message):
+    root = image_folder(tmp_path, 10, (32, 32, 3))
+    damage(tmp_path / 'test' / '3' / '0.png')
+    with pytest.raises(util.DataError, match=message):
+        util.load_split(False, root)

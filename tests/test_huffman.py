@@ -355,7 +355,7 @@ def test_failed_swap_keeps_the_old_encodings(shared_alexnet, tmp_path, monkeypat
     rename = os.rename
 
     def failing_rename(src, dst):
-        if 'encodings-tmp' in str(src):
+        if os.path.basename(src).startswith('.tmp-'):
             raise OSError('disk full')
         rename(src, dst)
     monkeypatch.setattr(hc.os, 'rename', failing_rename)
