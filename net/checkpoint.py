@@ -89,6 +89,15 @@ def load_model(path, device='cpu', made_by='pruning.py', arch=None, dataset=None
     unreadable = CheckpointError(f"cannot read {path} (truncated or not a torch file); "
                                  f"re-run `python {made_by}`")
     if not zipfile.is_zipfile(path):  # torch.save has written zip archives since 1.6
+        with open(path, 'rb') as f:
+            start = f.read(3)
+        if start == b'DCZ':
+            raise CheckpointError(f'{path} is a .dcz file, not a checkpoint: test it with '
+                                  f'`python huffman_encode.py --unpack {path}`')
+        if start[:1] == b'\x80':  # a bare pickle: torch's format before 1.6
+            raise CheckpointError(f'{path} is in torch\'s legacy format (before 1.6), which can '
+                                  'hold any code: re-save it with torch.save(model, path) under a '
+                                  'current torch')
         raise unreadable
     check_zip(path, made_by)
     try:
@@ -152,6 +161,10 @@ def check_values(model, path):
     if other:
         print(f'note: {path} holds {", ".join(other)} tensors; converted to float32')
         model.float()
+    for name, layer in model.prunable_layers():
+        if not layer.weight.count_nonzero():
+            raise CheckpointError(f'{path}: {name} keeps no weights, so the network ignores its '
+                                  'input: prune less (pruning.py --rates)')
     for name, param in model.named_parameters():
         if not torch.isfinite(param).all():
             raise CheckpointError(f'{path}: {name} holds NaN or infinite values; re-run the '

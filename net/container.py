@@ -50,6 +50,7 @@ Lossy options, off by default: ``float16`` stores codebooks and biases as float1
 values, zeros stay zero).
 """
 import copy
+import os
 import struct
 import zlib
 
@@ -72,6 +73,9 @@ from .prune import set_mask, units_read
 from .quantization import check_bits, share_weights
 
 MAGIC = b'DCZ'
+# Far above the largest model (VGG-16, 134 MB as dense float32): bigger files are refused
+# before they are read.
+MAX_FILE_BYTES = 1 << 30
 VERSION = 4
 READABLE_VERSIONS = (1, 2, 3, 4)
 HEADER, LAYER = b'H', b'L'
@@ -103,7 +107,12 @@ def load_compressed(path, device='cpu'):
     """The model stored in a .dcz file, with masks marking its non-zeros."""
     try:
         with open(path, 'rb') as f:
-            data = f.read()
+            if f.read(len(MAGIC)) != MAGIC:
+                raise ContainerError(f'{path}: not a .dcz file (wrong magic)')
+            if os.fstat(f.fileno()).st_size > MAX_FILE_BYTES:
+                raise ContainerError(f'{path} is {os.fstat(f.fileno()).st_size:,} bytes, more than '
+                                     f'any .dcz file ({MAX_FILE_BYTES:,}): not a .dcz file')
+            data = MAGIC + f.read()
     except FileNotFoundError:
         raise ContainerError(f'{path} not found: write it first with '
                              '`python huffman_encode.py --pack PATH`') from None

@@ -85,6 +85,7 @@ def damage(model, change):
     (lambda m: setattr(m.fc2, 'hook', 'x'), 'unexpected attribute fc2.hook'),
     (lambda m: m.fc1.register_buffer('weight_mask', m.fc1.weight_mask.long()),
      'holds torch.int64 tensors; a model of this project holds float32'),
+    (lambda m: (m.fc2.weight.zero_(), m.fc2.weight_mask.zero_()), 'fc2 keeps no weights'),
 ])
 def test_damaged_or_edited_contents_are_refused(tmp_path, change, message):
     with pytest.raises(CheckpointError, match=message):
@@ -132,3 +133,14 @@ def test_written_files_get_the_users_permissions(tmp_path):
     assert (tmp_path / 'm.ptmodel').stat().st_mode & 0o777 == 0o640
     assert (tmp_path / 'r.json').stat().st_mode & 0o777 == 0o640
     assert (tmp_path / 'enc').stat().st_mode & 0o777 == 0o750
+
+
+def test_a_dcz_file_or_a_legacy_checkpoint_says_what_it_is(tmp_path):
+    import pickle
+    (tmp_path / 'model.dcz').write_bytes(b'DCZ\x04...')
+    with pytest.raises(CheckpointError, match='is a .dcz file, not a checkpoint: test it with '
+                                              '`python huffman_encode.py --unpack'):
+        load_model(tmp_path / 'model.dcz')
+    (tmp_path / 'old.ptmodel').write_bytes(pickle.dumps({'a': 1}, protocol=2))
+    with pytest.raises(CheckpointError, match="in torch's legacy format"):
+        load_model(tmp_path / 'old.ptmodel')

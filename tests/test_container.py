@@ -143,6 +143,19 @@ def test_interrupted_save_keeps_the_previous_file(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------- refusals
+def test_a_huge_file_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    path = tmp_path / 'huge.dcz'
+    with open(path, 'wb') as f:  # sparse: 2 GiB on disk in a few bytes
+        f.write(container.MAGIC)
+        f.truncate(2 << 30)
+    monkeypatch.setattr(container, 'decode_model', lambda *a: pytest.fail('read'))
+    with pytest.raises(ContainerError, match='is 2,147,483,648 bytes, more than any .dcz file'):
+        load_compressed(path)
+    path.write_bytes(b'PK\x03\x04' + bytes(100))
+    with pytest.raises(ContainerError, match='not a .dcz file .wrong magic.'):
+        load_compressed(path)
+
+
 def test_missing_file_says_how_to_make_one(tmp_path):
     with pytest.raises(ContainerError, match='not found: write it first with `python huffman_enc'):
         load_compressed(str(tmp_path / 'none.dcz'))
