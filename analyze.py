@@ -39,9 +39,9 @@ STAGES = (('before pruning', 'saves/initial_model.ptmodel', 'pruning.py'),
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    sub = p.add_subparsers(dest='command', required=True)
-    common = argparse.ArgumentParser(add_help=False)
+    p = util.ArgumentParser(description=__doc__.split('\n\n')[0])
+    sub = p.add_subparsers(dest='command', required=True, parser_class=util.ArgumentParser)
+    common = util.ArgumentParser(add_help=False)
     common.add_argument('--out', type=str, default=None, metavar='PATH',
                         help='output path without extension (default docs/<command>)')
     common.add_argument('--data-dir', type=str, default=None, metavar='DIR')

@@ -4,7 +4,6 @@ Reads saves/model_after_weight_sharing.ptmodel, writes encodings/ (the homework 
 and, with --pack PATH, the whole compressed model as one .dcz file. --unpack PATH only
 loads such a file and tests it.
 """
-import argparse
 import os
 import sys
 import time
@@ -25,7 +24,7 @@ from net.quantization import check_bits
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description='Huffman-encode a weight-shared model')
+    p = util.ArgumentParser(description='Huffman-encode a weight-shared model')
     p.add_argument('--load-model-path', type=str, default='saves/model_after_weight_sharing.ptmodel')
     p.add_argument('--out', type=str, default='encodings/', help='directory of the encodings')
     p.add_argument('--no-cuda', action='store_true', default=False, help='disables CUDA')

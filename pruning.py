@@ -44,7 +44,7 @@ ROUND_SETTINGS_EXAMPLE = '{"15": {"re_augment": "flip", "re_lr": 0.001}}'
 def parse_args(argv=None, settings=None, source='settings'):
     """The flags; `settings` ({setting: value} as in a recipe's pruning section; errors
     name `source`) replace --config's."""
-    p = argparse.ArgumentParser(description='Train, prune and retrain AlexNet on CIFAR-10 '
+    p = util.ArgumentParser(description='Train, prune and retrain AlexNet on CIFAR-10 '
                                             '(or --model on --dataset)')
     p.add_argument('--batch-size', type=int, default=BATCH_SIZE, metavar='N')
     p.add_argument('--test-batch-size', type=int, default=1000, metavar='N')

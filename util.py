@@ -4,6 +4,7 @@ Data path (airbench style): each split is decoded once into a uint8 tensor on th
 training device; augmentation (random crop with padding, horizontal flip) and
 normalisation are batched tensor ops, so no per-image Python runs in the training loop.
 """
+import argparse
 import functools
 import gzip
 import json
@@ -106,6 +107,14 @@ def print_nonzeros(model):
     print(f'alive: {nonzero}, pruned : {total - nonzero}, total: {total}, '
           f'Compression rate : {total / nonzero:10.2f}x  ({100 * (total - nonzero) / total:6.2f}% pruned)')
     return 100 * nonzero / total
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's one-line errors (`error: ...`, exit status 2) instead of
+    the usage text; --help still shows it."""
+
+    def error(self, message):
+        fail(f'{message} (see {self.prog} --help)')
 
 
 # ---------------------------------------------------------------- recipe files

@@ -3,7 +3,6 @@ trained quantization (fine-tuning the shared values).
 
 Reads saves/model_after_retraining.ptmodel, writes saves/model_after_weight_sharing.ptmodel.
 """
-import argparse
 import json
 import time
 
@@ -16,7 +15,7 @@ from training import fit, make_optimizer
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description='Weight-share (k-means quantize) a pruned model')
+    p = util.ArgumentParser(description='Weight-share (k-means quantize) a pruned model')
     p.add_argument('--load-model-path', type=str, default='saves/model_after_retraining.ptmodel')
     p.add_argument('--save-model-path', type=str, default='saves/model_after_weight_sharing.ptmodel')
     p.add_argument('--bits', type=str, default='5',

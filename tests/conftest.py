@@ -102,3 +102,14 @@ def small_cifar_binary(monkeypatch):
         monkeypatch.setitem(util.CIFAR_BINARY, dataset,
                             {**spec, 'files': dict.fromkeys(spec['files'], 6)})
     return write_cifar_binary
+
+
+def raw_sections(data):
+    """The sections of a .dcz file as they are stored (tag, length, payload, CRC)."""
+    from net import container
+    out, pos = [], len(container.MAGIC) + 1
+    while pos < len(data):
+        length, body = container.read_varint(data, pos + 1, 'x')
+        out.append(data[pos:body + length + 4])
+        pos = body + length + 4
+    return out

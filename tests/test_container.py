@@ -18,7 +18,7 @@ from net.container import (
     save_compressed,
     strip_dead_units,
 )
-from tests.conftest import TinyNet
+from tests.conftest import TinyNet, raw_sections
 
 INPUT = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 
@@ -220,16 +220,6 @@ def test_version_3_files_still_load():
     model = make_model(kept=0.05, values=5, dead_fc1_units=3)
     assert old_file('tiny-v3.dcz')[3] == 3
     assert params_equal(decode_model(old_file('tiny-v3.dcz')), strip_dead_units(model))
-
-
-def raw_sections(data):
-    """The sections of a .dcz file as they are stored (tag, length, payload, CRC)."""
-    out, pos = [], len(container.MAGIC) + 1
-    while pos < len(data):
-        length, body = container.read_varint(data, pos + 1, 'x')
-        out.append(data[pos:body + length + 4])
-        pos = body + length + 4
-    return out
 
 
 @pytest.mark.parametrize('splice', [
