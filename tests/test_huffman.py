@@ -11,6 +11,7 @@ import util
 from net.huffmancoding import (
     HuffmanFormatError,
     calc_index_diff,
+    check_replaceable,
     decode_stream,
     encode_stream,
     huffman_code_lengths,
@@ -230,16 +231,20 @@ def test_re_encoding_replaces_earlier_encodings(shared_alexnet, tmp_path):
 
 
 @pytest.mark.parametrize('own', [False, True])
-def test_an_output_folder_holding_other_files_is_never_replaced(shared_alexnet, tmp_path, own):
+def test_an_output_folder_holding_other_files_is_moved_aside_not_deleted(shared_alexnet, tmp_path,
+                                                                        capsys, own):
     (tmp_path / 'enc').mkdir()
     if own:  # earlier encodings with one more file put in beside them
         huffman_encode_model(shared_alexnet, tmp_path / 'enc', None)
     (tmp_path / 'enc' / 'model.ptmodel').write_bytes(b'precious')
-    with pytest.raises(HuffmanFormatError, match='holds model.ptmodel, which huffman_encode_model did '
-                                                 'not write'):
-        huffman_encode_model(shared_alexnet, tmp_path / 'enc', None)
-    assert (tmp_path / 'enc' / 'model.ptmodel').read_bytes() == b'precious'
-    assert [p.name for p in tmp_path.iterdir()] == ['enc']
+    (tmp_path / 'enc.kept-1').mkdir()  # an earlier one: the next free number is taken
+    huffman_encode_model(shared_alexnet, tmp_path / 'enc', None)
+    assert (tmp_path / 'enc.kept-2' / 'model.ptmodel').read_bytes() == b'precious'
+    assert f"note: {tmp_path / 'enc'} held files that huffman_encode_model did not write; moved to " \
+           f"{tmp_path / 'enc.kept-2'}" in capsys.readouterr().out
+    huffman_decode_model(AlexNet(), tmp_path / 'enc')
+    with pytest.raises(HuffmanFormatError, match='holds model.ptmodel, which huffman_encode_model'):
+        check_replaceable(str(tmp_path / 'enc.kept-2'))  # what huffman_encode.py --out says
 
 
 def test_an_output_path_that_is_a_file_is_refused(shared_alexnet, tmp_path):
