@@ -185,12 +185,6 @@ def test_out_of_time_judges_by_the_last_round():
     assert not pruning.out_of_time(pruning.parse_args([]), now - 1e6, 1e6, 1e6)
 
 
-def test_time_limit_must_be_positive(capsys):
-    with pytest.raises(SystemExit):
-        pruning.parse_args(['--time-limit', '0'])
-    assert capsys.readouterr().err.strip() == ('error: --time-limit must be a positive number of '
-                                               'minutes, got 0.0')
-
 
 def tables():
     """docs/tables.py as a module."""

@@ -84,7 +84,7 @@ def decoded_from(directory):
     return decoded
 
 
-def test_damaged_encodings(tmp_path, capsys):
+def test_damaged_encodings(tmp_path):
     model, other = shared_lenet5(0), shared_lenet5(1)
     huffman_encode_model(model, tmp_path / 'enc', None)
     huffman_encode_model(other, tmp_path / 'other', None)
@@ -110,12 +110,11 @@ def test_damaged_encodings(tmp_path, capsys):
             (case / a).write_bytes(damaged_bytes((case / a).read_bytes(), rng, other_bytes))
 
         outcomes.append(outcome(functools.partial(decoded_from, case), model))
-    with capsys.disabled():
-        tally('encodings/', outcomes)
+    tally('encodings/', outcomes)
 
 
 # ---------------------------------------------------------------- the .dcz file
-def test_damaged_dcz_files(capsys):
+def test_damaged_dcz_files():
     model, other = shared_lenet5(0), shared_lenet5(1)
     data, other_data = encode_model(model)[0], encode_model(other)[0]
     sections, other_sections = raw_sections(data), raw_sections(other_data)
@@ -139,8 +138,7 @@ def test_damaged_dcz_files(capsys):
         if action >= 4:
             damaged = damaged_bytes(damaged, rng, other_data)
         outcomes.append(outcome(lambda damaged=damaged: decode_model(damaged), original))
-    with capsys.disabled():
-        tally('.dcz', outcomes)
+    tally('.dcz', outcomes)
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -170,7 +168,7 @@ def crafted_checkpoints(model):
     ]
 
 
-def test_damaged_and_crafted_checkpoints(tmp_path, capsys, monkeypatch):
+def test_damaged_and_crafted_checkpoints(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     model = shared_lenet5(0)
     save_model(model, tmp_path / 'm.ptmodel')
@@ -190,5 +188,4 @@ def test_damaged_and_crafted_checkpoints(tmp_path, capsys, monkeypatch):
     for dtype in (torch.float64, torch.float16, torch.bfloat16):  # converted, noted
         save_model(shared_lenet5(0).to(dtype), tmp_path / 'case.ptmodel')
         outcomes.append(outcome(load, shared_lenet5(0).to(dtype).float()))
-    with capsys.disabled():
-        tally('checkpoints', outcomes)
+    tally('checkpoints', outcomes)

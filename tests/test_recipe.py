@@ -425,7 +425,7 @@ def test_min_accuracy_goes_back_to_the_last_good_round(tmp_path, monkeypatch):
     (pruning, ['--seed', str(2**70)], f'--seed must be from 0 to 4294967295, got {2**70}'),
     (pruning, ['--lr', '0'], '--lr must be above 0, got 0.0'),
     (pruning, ['--prune-rounds', '0'], '--prune-rounds must be at least 1, got 0'),
-    (pruning, ['--time-limit', '-2'], '--time-limit must be above 0, got -2.0'),
+    (pruning, ['--time-limit', '0'], '--time-limit must be above 0, got 0.0'),
     (pruning, ['--global-rate', '101', '--scope', 'global'], '--global-rate must be from 0 to 100'),
     (weight_share, ['--quantize-epochs', '-1'], '--quantize-epochs must be at least 0, got -1'),
     (weight_share, ['--quantize-lr', 'inf'], '--quantize-lr must be above 0, got inf'),
