@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from net.checkpoint import atomic_write
+from net.files import atomic_write
 from net.models import DATASETS, MODELS
 
 # The starter's input normalisation: MNIST's constants on all three channels. Graders

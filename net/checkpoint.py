@@ -7,13 +7,12 @@ its own classes: opening a hostile file cannot run code.
 import os
 import pickle
 import re
-import shutil
-import tempfile
 import zipfile
 
 import torch
 from torch import nn
 
+from .files import atomic_write
 from .models import DATASETS, MODELS, build_model, check_model, describe
 
 SAFE_CLASSES = [*MODELS.values(), nn.Conv2d, nn.Linear]
@@ -21,55 +20,6 @@ SAFE_CLASSES = [*MODELS.values(), nn.Conv2d, nn.Linear]
 
 class CheckpointError(Exception):
     """A checkpoint is missing, unreadable or not the expected model."""
-
-
-# Temporary files and folders are named .tmp-<pid>-...: a later run removes those whose
-# process is gone (killed mid-write), and never another live run's.
-TEMP_PREFIX = '.tmp-'
-
-
-def atomic_write(path, write):
-    """Call write(tmp_path), then rename onto path: readers never see a half-written file.
-    The file gets the user's usual permissions (umask), not a temporary file's 0600."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=temp_folder(directory), suffix=os.path.basename(path),
-                               prefix=f'{TEMP_PREFIX}{os.getpid()}-')
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def temp_folder(directory):
-    """directory, made if missing, with the temporaries of killed runs removed from it."""
-    os.makedirs(directory, exist_ok=True)
-    for name in os.listdir(directory):
-        pid = name[len(TEMP_PREFIX):].split('-', 1)[0]
-        if name.startswith(TEMP_PREFIX) and pid.isdigit() and not _alive(int(pid)):
-            stale = os.path.join(directory, name)
-            shutil.rmtree(stale, ignore_errors=True) if os.path.isdir(stale) else os.remove(stale)
-    return directory
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
-def current_umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def save_model(model, path):

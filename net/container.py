@@ -57,7 +57,7 @@ import zlib
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write
+from .files import atomic_write
 from .huffmancoding import (
     HuffmanFormatError,
     bit_windows,

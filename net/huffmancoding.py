@@ -21,18 +21,16 @@ differences); conv weights as the CSR of every (W, H) kernel, four concatenated 
 (data, non-zeros per kernel, column indices, row counts); biases raw.
 """
 import bisect
-import glob
 import hashlib
 import itertools
 import json
 import os
 import shutil
-import tempfile
 
 import numpy as np
 from scipy.sparse import csc_matrix, csr_matrix
 
-from .checkpoint import TEMP_PREFIX, current_umask, temp_folder
+from .files import temp_dir, temp_name
 
 DTYPE_CODES = {np.dtype('float32'): 1, np.dtype('int32'): 2}
 DTYPES = {code: dtype for dtype, code in DTYPE_CODES.items()}
@@ -750,9 +748,7 @@ def huffman_encode_model(model, directory='encodings/', log_file='log.txt'):
                                  'choose another output folder')
     if _foreign_files(directory):
         _move_aside(directory)
-    parent = temp_folder(os.path.dirname(os.path.abspath(directory)))
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f'{TEMP_PREFIX}{os.getpid()}-encodings-')
-    os.chmod(tmp, 0o777 & ~current_umask())  # the user's usual folder permissions, not 0700
+    tmp = temp_dir(os.path.dirname(os.path.abspath(directory)), 'encodings')
     try:
         rows = [_encode_parameter(name, param, tmp) for name, param in model.named_parameters()]
         manifest_bytes = _write_manifest(model, tmp)
@@ -891,14 +887,12 @@ def _encode_parameter(name, param, directory):
 def _replace_directory(new, target):
     """Swap a finished directory into place: readers see the old or the new, never half.
 
-    If the second rename fails the old directory is put back. Leftovers of a run killed
-    between the renames (target.old-*) are removed first.
+    If the second rename fails the old directory is put back. The old one waits under a
+    temporary name, which the next run removes if this one is killed between the renames.
     """
-    for stale in glob.glob(glob.escape(target) + '.old-*'):
-        shutil.rmtree(stale, ignore_errors=True)
     old = None
     if os.path.exists(target):
-        old = f'{target}.old-{os.getpid()}'
+        old = temp_name(os.path.dirname(os.path.abspath(target)), 'old-encodings')
         os.rename(target, old)
     try:
         os.rename(new, target)

@@ -8,6 +8,7 @@ import torch
 
 from net.checkpoint import CheckpointError, load_model, save_model
 from net.models import build_model
+from tests.conftest import dead_pid
 
 
 def lenet5(prune=True):
@@ -94,14 +95,6 @@ def test_damaged_or_edited_contents_are_refused(tmp_path, change, message):
 
 def test_an_unpruned_model_has_no_masks_to_check(tmp_path):
     assert same_parameters(load_model(saved(tmp_path, lenet5(prune=False))), lenet5(prune=False))
-
-
-def dead_pid():
-    import subprocess
-    import sys
-    done = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
-                          capture_output=True, text=True, check=True)
-    return int(done.stdout)
 
 
 def test_temporaries_of_killed_runs_are_removed_by_the_next_write(tmp_path):

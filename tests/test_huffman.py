@@ -26,6 +26,7 @@ from net.huffmancoding import (
 )
 from net.models import AlexNet
 from net.quantization import apply_weight_sharing
+from tests.conftest import dead_pid
 
 rng = np.random.default_rng(0)
 EDGE_CASES = {
@@ -347,10 +348,12 @@ def test_encoding_logs_the_table(shared_alexnet, tmp_path):
     assert f"\nmanifest.json: {rows[-1]['manifest']} bytes more (file checksums" in log
 
 
-def test_stale_swap_directories_are_removed(shared_alexnet, tmp_path):
-    (tmp_path / 'enc.old-123').mkdir()  # left by a run killed between the two renames
+def test_stale_swap_directories_are_removed_and_nothing_else(shared_alexnet, tmp_path):
+    # left by a run killed between the two renames; and a user's own folder
+    (tmp_path / f'.tmp-{dead_pid()}-old-encodings').mkdir()
+    (tmp_path / 'enc.old-run3').mkdir()
     huffman_encode_model(shared_alexnet, tmp_path / 'enc', None)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['enc']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['enc', 'enc.old-run3']
 
 
 def test_failed_swap_keeps_the_old_encodings(shared_alexnet, tmp_path, monkeypatch):
@@ -360,7 +363,7 @@ def test_failed_swap_keeps_the_old_encodings(shared_alexnet, tmp_path, monkeypat
     rename = os.rename
 
     def failing_rename(src, dst):
-        if os.path.basename(src).startswith('.tmp-'):
+        if os.path.basename(src).startswith('.tmp-') and '-encodings-' in str(src):  # the new one
             raise OSError('disk full')
         rename(src, dst)
     monkeypatch.setattr(hc.os, 'rename', failing_rename)
