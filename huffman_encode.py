@@ -46,6 +46,11 @@ def parse_args(argv=None):
     return args
 
 
+def is_inside(path, folder):
+    folder = os.path.abspath(folder)
+    return os.path.commonpath([os.path.abspath(path), folder]) == folder
+
+
 def parameters_equal(a, b):
     """Every parameter of a equals b's exactly (==; the sparse format stores no -0.0)."""
     return all(torch.equal(p.cpu(), q.cpu())
@@ -64,11 +69,14 @@ def run(args):
     started = time.time()
     util.DATA_DIR, util.SUBSET = args.data_dir, args.subset
     use_cuda = not args.no_cuda
+    if not args.unpack:
+        check_replaceable(args.out)  # never a folder holding files the encoder did not write
+        if args.pack and is_inside(args.pack, args.out):
+            raise ValueError(f'--pack {args.pack} is inside --out {args.out}, which each run '
+                             'replaces whole: pack it elsewhere (the recipes use saves/model.dcz)')
     outputs = {} if args.unpack else {'--out/': args.out, '--pack': args.pack}
     config = util.start_run(args, 'huffman_encode.py', outputs,
                             device=str(util.device_for(use_cuda)))
-    if not args.unpack:
-        check_replaceable(args.out)  # never a folder holding files the encoder did not write
     if (args.pack_float16 or args.pack_bias_bits is not None) and not args.pack:
         raise ValueError('--pack-float16 and --pack-bias-bits change the .dcz file: add --pack PATH')
     if args.pack and args.unpack:

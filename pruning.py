@@ -240,7 +240,16 @@ def parse_rates(text, model):
         if not isinstance(given, dict):
             raise ValueError(f'--rates must be a JSON object of layer -> percent kept, got {text}')
         rates.update(given)
-    return validate_rates(model, rates)
+    return keeps_something(validate_rates(model, rates), '--rates', 'weights')
+
+
+def keeps_something(rates, flag, what):
+    """Refuse a rate of 0: that layer would lose every weight and the network its input."""
+    for name, rate in rates.items():
+        if rate == 0:
+            raise ValueError(f'{flag}: {name} would keep no {what}, and the network would ignore '
+                             'its input: give it a rate above 0')
+    return rates
 
 
 def train(model, data, args, epochs, phase, generator, history, initial=False):
@@ -305,11 +314,9 @@ def parse_unit_rates(text, model):
         given = json.loads(text)
         if not isinstance(given, dict):
             raise ValueError(f'it must be a JSON object of layer -> percent of its units kept, got {text}')
-        rates = validate_rates(model, given, of='units')
-        for name, percent in rates.items():
+        rates = keeps_something(validate_rates(model, given, of='units'), '--unit-rates', 'units')
+        for name in rates:
             model.unit_reader(name)
-            if percent == 0:
-                raise ValueError(f'{name} would keep no unit, and the network no path to its outputs')
     except json.JSONDecodeError as err:
         raise ValueError(f'--unit-rates is not valid JSON ({err.msg}): {text}') from None
     except ValueError as err:
@@ -360,6 +367,10 @@ def prune_round(model, args, rates, unit_rates=None):
         record['constant_units_weights_removed'] = model.fold_constant_units()
     if args.prune_dead_units:
         record['dead_units_weights_removed'] = model.prune_dead_units()
+    empty = [name for name, layer in model.prunable_layers() if not layer.weight.count_nonzero()]
+    if empty:  # refused now: a model that ignores its input is worth no retraining
+        raise ValueError(f'this cut leaves {empty[0]} without weights (the network would ignore '
+                         'its input): keep more (--rates, --unit-rates, --sensitivity)')
     record['accuracy_after_pruning'] = util.test(model, not args.no_cuda)
     return record
 

@@ -149,9 +149,12 @@ RANGES = {
     'lr': (0, None, True), 're_lr': (0, None, True), 'quantize_lr': (0, None, True),
     'weight_decay': (0, None, False), 're_weight_decay': (0, None, False),
     'sensitivity': (0, None, False), 'time_limit': (0, None, True),
-    'target_ratio': (1, None, True), 'global_rate': (0, 100, False),
+    'target_ratio': (1, None, True), 'global_rate': (0, 100, True),
     'min_accuracy': (0, 100, False),
 }
+
+
+MAX_INT = 2**63 - 1  # what torch's integers hold
 
 
 def check_ranges(args):
@@ -160,11 +163,16 @@ def check_ranges(args):
         value = getattr(args, dest, None)
         if value is None or isinstance(value, (list, str)):
             continue
-        if not (math.isfinite(value) and (value > low if strict else value >= low)
+        flag = f'--{dest.replace("_", "-")}'
+        if not ((isinstance(value, int) or math.isfinite(value))  # an int of any size is finite
+                and (value > low if strict else value >= low)
                 and (high is None or value <= high)):
-            valid = (f'from {low} to {high}' if high is not None else
+            valid = (f'above {low} and at most {high}' if high is not None and strict else
+                     f'from {low} to {high}' if high is not None else
                      f'above {low}' if strict else f'at least {low}')
-            fail(f'--{dest.replace("_", "-")} must be {valid}, got {value}')
+            fail(f'{flag} must be {valid}, got {value}')
+        if isinstance(value, int) and value > MAX_INT:
+            fail(f'{flag} must be at most {MAX_INT}, got {value}')
 
 
 def parse_with_config(parser, argv, section, settings=None, source='settings'):

@@ -781,14 +781,23 @@ def check_replaceable(directory):
 
 
 def _foreign_files(directory):
-    """The files in directory that are not encodings its manifest lists."""
+    """The files in directory that the encoder did not write: neither listed in its manifest
+    nor headed as a stream, code tree or bias file (encodings from before the manifest)."""
     if not os.path.isdir(directory):
         return []
     try:
         listed = set(_read_manifest(directory)['files']) | {MANIFEST}
     except HuffmanFormatError:
         listed = set()
-    return [name for name in sorted(os.listdir(directory)) if name not in listed]
+    return [name for name in sorted(os.listdir(directory))
+            if name not in listed and not _headed_as_ours(os.path.join(directory, name))]
+
+
+def _headed_as_ours(path):
+    if not (path.endswith('.bin') and os.path.isfile(path)):
+        return False
+    with open(path, 'rb') as f:
+        return f.read(2) in (TREE_MAGIC, STREAM_MAGIC, BIAS_MAGIC)
 
 
 def _move_aside(directory):
@@ -846,7 +855,8 @@ def check_encodings(model, directory='encodings/'):
     if not os.path.isdir(directory):
         raise FileNotFoundError(f'{directory} not found: run `python huffman_encode.py` first')
     manifest = _read_manifest(directory)
-    present = set(os.listdir(directory)) - {MANIFEST}
+    # Hidden files (.DS_Store, .nfs*) are the system's, not a reason to refuse.
+    present = {name for name in os.listdir(directory) if not name.startswith('.')} - {MANIFEST}
     for name in sorted(set(manifest['files']) - present):
         raise HuffmanFormatError(f'{os.path.join(directory, name)} is missing (the encodings '
                                  'are incomplete: run `python huffman_encode.py` again)')

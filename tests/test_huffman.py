@@ -231,6 +231,17 @@ def test_re_encoding_replaces_earlier_encodings(shared_alexnet, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ['enc']  # no temp dirs left behind
 
 
+def test_encodings_from_before_the_manifest_are_replaced_and_hidden_files_ignored(shared_alexnet,
+                                                                                  tmp_path):
+    huffman_encode_model(shared_alexnet, tmp_path / 'enc', None)
+    (tmp_path / 'enc' / 'manifest.json').unlink()  # as this project wrote them before
+    check_replaceable(str(tmp_path / 'enc'))
+    huffman_encode_model(shared_alexnet, tmp_path / 'enc', None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['enc']  # not moved aside
+    (tmp_path / 'enc' / '.DS_Store').write_bytes(b'x')
+    huffman_decode_model(AlexNet(), tmp_path / 'enc')
+
+
 @pytest.mark.parametrize('own', [False, True])
 def test_an_output_folder_holding_other_files_is_moved_aside_not_deleted(shared_alexnet, tmp_path,
                                                                         capsys, own):
