@@ -285,13 +285,13 @@ def load_split(train, data_dir=None, subset=None, dataset='cifar10', size=None):
         images, labels = _torchvision(dataset, train)
         keep = _subset_indices(len(labels), subset)
         images, labels = images[keep], labels[keep]
-    elif (binary := _cifar_binary_folder(data_dir, dataset)) is not None:
-        images, labels = _cifar_binary(*binary, train, subset, dataset)
-    elif (root := _torchvision_root(data_dir)) is not None:
-        images, labels = _torchvision(dataset, train, root)
+    elif (layout := _layout(data_dir, dataset))[0] == 'binary':
+        images, labels = _cifar_binary(*layout[1], train, subset, dataset)
+    elif layout[0] == 'torchvision':
+        images, labels = _torchvision(dataset, train, layout[1])
         keep = _subset_indices(len(labels), subset)
         images, labels = images[keep], labels[keep]
-    elif _idx_path(data_dir, IDX_FILES[train][0]):
+    elif layout[0] == 'idx':
         if channels != 1:
             raise DataError(f'{data_dir} holds MNIST-style *-ubyte files, but the model is for '
                             f'{dataset}: use a model for mnist or fashion-mnist (pruning.py '
@@ -311,14 +311,31 @@ def data_source(data_dir, dataset=None):
     """Which copy of the data load_split reads from data_dir, in words (for the logs)."""
     if data_dir is None:
         return 'the official data, downloaded by torchvision into data/'
-    if (found := _cifar_binary_folder(data_dir, dataset)) is not None:
-        return f'the official {CIFAR_BINARY[found[1]]["name"]}, binary version, at {found[0]}'
-    if _torchvision_root(data_dir) is not None:
-        return f'the official data, torchvision\'s copy at {data_dir}'
-    if _idx_path(data_dir, IDX_FILES[False][0]):
-        return f'the MNIST-style IDX files at {data_dir}'
-    return (f'the ImageFolder copy at {data_dir} (a re-encoded copy differs from the official '
-            'images, so accuracy there may differ)')
+    kind, found = _layout(data_dir, dataset)
+    return {
+        'binary': lambda: f'the official {CIFAR_BINARY[found[1]]["name"]}, binary version, at {found[0]}',
+        'torchvision': lambda: f'the official data, torchvision\'s copy at {found}',
+        'idx': lambda: f'the MNIST-style IDX files at {data_dir}',
+        'imagefolder': lambda: (f'the ImageFolder copy at {data_dir} (a re-encoded copy differs '
+                                'from the official images, so accuracy there may differ)'),
+    }[kind]()
+
+
+def _layout(data_dir, dataset=None):
+    """(kind, where) of the data in data_dir, judged by the files present: 'binary'
+    ((folder, its dataset)), 'torchvision' (the root), 'idx' or 'imagefolder'. The
+    requested dataset's own layouts come first; another dataset's binary files are
+    returned for _cifar_binary to refuse by name."""
+    binary = _cifar_binary_folder(data_dir, dataset)
+    if binary is not None and binary[1] == dataset:
+        return 'binary', binary
+    if (root := _torchvision_root(data_dir, dataset)) is not None:
+        return 'torchvision', root
+    if binary is not None:
+        return 'binary', binary
+    if any(_idx_path(data_dir, files[0]) for files in IDX_FILES.values()):
+        return 'idx', None
+    return 'imagefolder', None
 
 
 def _subset_indices(n, subset):
@@ -348,9 +365,12 @@ def _torchvision(dataset, train, root=None):
     return (images[..., None] if images.ndim == 3 else images), np.asarray(loaded.targets)
 
 
-def _torchvision_root(data_dir):
-    """The root to give torchvision if data_dir holds (or is) one of its CIFAR folders."""
-    for folder in TORCHVISION_FOLDERS.values():
+def _torchvision_root(data_dir, dataset=None):
+    """The root to give torchvision if data_dir holds (or is) its folder of `dataset`
+    (None: of either CIFAR)."""
+    folders = [TORCHVISION_FOLDERS[dataset]] if dataset in TORCHVISION_FOLDERS else (
+        [] if dataset else TORCHVISION_FOLDERS.values())
+    for folder in folders:
         if os.path.isdir(os.path.join(data_dir, folder)):
             return data_dir
         if os.path.basename(os.path.normpath(data_dir)) == folder:
@@ -455,9 +475,10 @@ def _idx_path(data_dir, stem):
 def _idx_pair(data_dir, train, side, subset, dataset):
     image_stem, label_stem = IDX_FILES[train]
     label_path = _idx_path(data_dir, label_stem)
-    if label_path is None:
-        raise DataError(f'{data_dir} has {image_stem} but no {label_stem}(.gz): it needs the four '
-                        'files train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, '
+    missing = [stem for stem in (image_stem, label_stem) if _idx_path(data_dir, stem) is None]
+    if missing:
+        raise DataError(f'{data_dir} has no {missing[0]}(.gz): it needs the four files '
+                        'train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, '
                         't10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz')
     images = read_idx(_idx_path(data_dir, image_stem))
     labels = read_idx(label_path)

@@ -226,6 +226,20 @@ def test_binary_records_become_images_and_fine_labels(tmp_path, small_cifar_bina
     assert torch.equal(test_images.flatten(1), torch.from_numpy(pixels))
 
 
+def test_each_record_byte_lands_at_its_channel_row_and_column(tmp_path, small_cifar_binary):
+    """The layout the official README gives: label, then 1,024 red, 1,024 green, 1,024 blue
+    bytes, each plane row by row."""
+    small_cifar_binary(tmp_path)
+    path = tmp_path / 'test_batch.bin'
+    data = bytearray(path.read_bytes())
+    places = [(0, 0, 0), (0, 0, 31), (0, 31, 0), (1, 2, 3), (2, 31, 31)]
+    for value, (channel, row, column) in enumerate(places, start=1):
+        data[3073 * 2 + 1 + 1024 * channel + 32 * row + column] = 250 + value  # image 2
+    path.write_bytes(bytes(data))
+    images, _ = util.load_split(False, str(tmp_path))
+    assert [int(images[2, c, r, col]) for c, r, col in places] == [251, 252, 253, 254, 255]
+
+
 def test_binary_subset_is_fixed_and_padding_applies(tmp_path, small_cifar_binary):
     folder = small_cifar_binary(tmp_path)
     images, labels = util.load_split(True, folder)
@@ -273,6 +287,19 @@ def test_a_folder_holding_both_binary_cifars_gives_each_its_own(tmp_path, small_
     images, _ = util.load_split(False, str(tmp_path), dataset='cifar100')
     assert torch.equal(images.flatten(1), torch.from_numpy(records(f'{folder}/test.bin', 2)[1]))
     assert util.data_source(str(tmp_path), 'cifar100').startswith('the official CIFAR-100')
+
+
+def test_the_requested_datasets_torchvision_folder_wins_over_another_binary(tmp_path, monkeypatch,
+                                                                           small_cifar_binary):
+    import torchvision.datasets.cifar as cifar
+    small_cifar_binary(tmp_path / 'cifar-100-binary', 'cifar100')
+    last = write_cifar_python(tmp_path / 'cifar-10-batches-py')
+    monkeypatch.setattr(cifar.CIFAR10, '_check_integrity', lambda self: True)
+    monkeypatch.setattr(cifar, 'check_integrity', lambda path, md5: True)
+    images, _ = util.load_split(False, str(tmp_path))
+    assert torch.equal(images.flatten(1), torch.from_numpy(last['data']))
+    assert util.data_source(str(tmp_path), 'cifar10') == (f"the official data, torchvision's copy "
+                                                          f"at {tmp_path}")
 
 
 @pytest.mark.parametrize('files, dataset, message', [

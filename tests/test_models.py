@@ -99,14 +99,17 @@ def test_the_shipped_models_json_describes_its_file():
 
 @pytest.mark.skipif(not os.path.isdir(DATA_DIR), reason='../shared/data/cifar-10-batches-bin missing')
 def test_the_shipped_model_scores_as_graders_score_it(tmp_path, monkeypatch):
-    """HOMEWORK.md, "Grading": exactly 33 distinct values in every conv layer, and the
-    homework format's encode then decode (default arguments, a fresh AlexNet) keeps the
-    official-test accuracy that the model's JSON states exactly."""
+    """HOMEWORK.md, "Grading", on the submission made from the shipped file (a whole
+    pickled model, loaded as graders load it): zeros in the conv layers, exactly 33 distinct
+    values in each, and the homework format's encode then decode (default arguments, a
+    fresh AlexNet) keeping the official-test accuracy that the model's JSON states."""
     path = os.path.join(ROOT, 'models', 'alexnet-cifar10.dcz')
     with open(path.replace('.dcz', '.json')) as f:
         card = json.load(f)
-    model = load_compressed(path)
+    save_model(load_compressed(path), tmp_path / 'model_after_weight_sharing.ptmodel')
+    model = torch.load(tmp_path / 'model_after_weight_sharing.ptmodel', weights_only=False)
     convs = [p for p in model.parameters() if p.dim() == 4]
+    assert any((w == 0).any() for w in convs)
     assert [len(np.unique(w.detach().numpy())) for w in convs] == [33] * 5
     assert 'official CIFAR-10, binary version' in card['measured_on']
     accuracy = util.test(model, use_cuda=False, data_dir=DATA_DIR)
