@@ -24,6 +24,7 @@ import util
 from net.analysis import bits_sensitivity, check_cut, extra_cut, prune_sensitivity
 from net.checkpoint import CheckpointError, load_model
 from net.container import ContainerError, load_compressed
+from net.files import atomic_write
 
 KEPT_PERCENTS = (100, 80, 60, 40, 30, 20, 10, 5, 2, 1, 0.5)
 BIT_WIDTHS = (8, 7, 6, 5, 4, 3, 2, 1)
@@ -216,13 +217,12 @@ def finished_model(path):
 
 
 def write_csv(out, rows):
-    os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
-    tmp = f'{out}.csv.tmp'
-    with open(tmp, 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, f'{out}.csv')
+    def write(tmp):
+        with open(tmp, 'w', newline='') as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    atomic_write(f'{out}.csv', write)
     print(f'wrote {out}.csv ({len(rows)} rows)')
 
 
@@ -276,10 +276,8 @@ def plot_distribution(out, layer, edges, stages):
 
 def save_figure(plt, fig, out):
     fig.tight_layout()
-    tmp = f'{out}.tmp.png'
-    fig.savefig(tmp, dpi=110)
+    atomic_write(f'{out}.png', lambda tmp: fig.savefig(tmp, dpi=110))  # the name ends in .png
     plt.close(fig)
-    os.replace(tmp, f'{out}.png')
     print(f'wrote {out}.png')
 
 

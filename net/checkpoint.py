@@ -83,9 +83,12 @@ def check_attributes(model, reference, path):
     differ from what its architecture builds: such a file was edited."""
     modules = dict(reference.named_modules())
     for name, module in model.named_modules():
-        if type(module) is not type(modules.get(name)):
+        if name not in modules:
+            raise CheckpointError(f'{path} holds an extra {type(module).__name__} "{name}", which '
+                                  f'{model.arch} does not have: the file was edited')
+        if type(module) is not type(modules[name]):
             raise CheckpointError(f'{path} holds a {type(module).__name__} at "{name or "the top"}", '
-                                  f'where {model.arch} has {type(modules.get(name)).__name__}')
+                                  f'where {model.arch} has {type(modules[name]).__name__}')
         expected = _settings(modules[name])
         for key, value in _settings(module).items():
             if key not in expected:
