@@ -260,9 +260,10 @@ TORCHVISION = {'cifar10': 'CIFAR10', 'cifar100': 'CIFAR100', 'mnist': 'MNIST',
                'fashion-mnist': 'FashionMNIST'}
 # The folders torchvision's CIFAR classes download and read (the python version).
 TORCHVISION_FOLDERS = {'cifar10': 'cifar-10-batches-py', 'cifar100': 'cifar-100-python'}
-OFFLINE_LAYOUTS = ('the official binary version of CIFAR (data_batch_1.bin .. test_batch.bin), '
-                   'a folder holding torchvision\'s cifar-10-batches-py/, an ImageFolder copy '
-                   '(DIR/train/<class>/*, DIR/test/<class>/*) or, for MNIST-style data, the four '
+OFFLINE_LAYOUTS = ('the official binary version of CIFAR-10 (data_batch_1.bin .. test_batch.bin) '
+                   'or CIFAR-100 (train.bin, test.bin), or the folder holding it; a folder holding '
+                   'torchvision\'s cifar-10-batches-py/ or cifar-100-python/; an ImageFolder copy '
+                   '(DIR/train/<class>/*, DIR/test/<class>/*); or, for MNIST-style data, the four '
                    '*-ubyte.gz files')
 IDX_FILES = {True: ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
              False: ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')}
