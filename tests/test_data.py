@@ -76,7 +76,7 @@ def test_image_folder_subset_is_fixed_and_mixed(tmp_path):
 
 def test_missing_data_dir_is_a_clear_error(tmp_path):
     with pytest.raises(util.DataError, match='not found: --data-dir DIR takes the official binary '
-                                             'version of CIFAR .* an ImageFolder copy'):
+                                             'version of CIFAR-10 .* an ImageFolder copy'):
         util.load_split(True, str(tmp_path))
 
 
