@@ -282,17 +282,14 @@ def load_split(train, data_dir=None, subset=None, dataset='cifar10', size=None):
     size x size (for models that take larger inputs).
     """
     channels, side, _ = DATASETS[dataset]
-    if data_dir is None:
-        images, labels = _torchvision(dataset, train)
+    kind, where = ('torchvision', None) if data_dir is None else _layout(data_dir, dataset)
+    if kind == 'torchvision':  # where: None downloads into data/
+        images, labels = _torchvision(dataset, train, where)
         keep = _subset_indices(len(labels), subset)
         images, labels = images[keep], labels[keep]
-    elif (layout := _layout(data_dir, dataset))[0] == 'binary':
-        images, labels = _cifar_binary(*layout[1], train, subset, dataset)
-    elif layout[0] == 'torchvision':
-        images, labels = _torchvision(dataset, train, layout[1])
-        keep = _subset_indices(len(labels), subset)
-        images, labels = images[keep], labels[keep]
-    elif layout[0] == 'idx':
+    elif kind == 'binary':
+        images, labels = _cifar_binary(*where, train, subset, dataset)
+    elif kind == 'idx':
         if channels != 1:
             raise DataError(f'{data_dir} holds MNIST-style *-ubyte files, but the model is for '
                             f'{dataset}: use a model for mnist or fashion-mnist (pruning.py '
@@ -312,14 +309,15 @@ def data_source(data_dir, dataset=None):
     """Which copy of the data load_split reads from data_dir, in words (for the logs)."""
     if data_dir is None:
         return 'the official data, downloaded by torchvision into data/'
-    kind, found = _layout(data_dir, dataset)
-    return {
-        'binary': lambda: f'the official {CIFAR_BINARY[found[1]]["name"]}, binary version, at {found[0]}',
-        'torchvision': lambda: f'the official data, torchvision\'s copy at {found}',
-        'idx': lambda: f'the MNIST-style IDX files at {data_dir}',
-        'imagefolder': lambda: (f'the ImageFolder copy at {data_dir} (a re-encoded copy differs '
-                                'from the official images, so accuracy there may differ)'),
-    }[kind]()
+    kind, where = _layout(data_dir, dataset)
+    if kind == 'binary':
+        return f'the official {CIFAR_BINARY[where[1]]["name"]}, binary version, at {where[0]}'
+    if kind == 'torchvision':
+        return f'the official data, torchvision\'s copy at {where}'
+    if kind == 'idx':
+        return f'the MNIST-style IDX files at {data_dir}'
+    return (f'the ImageFolder copy at {data_dir} (a re-encoded copy differs from the official '
+            'images, so accuracy there may differ)')
 
 
 def _layout(data_dir, dataset=None):
@@ -525,7 +523,7 @@ def _image_folder(root, subset, channels, side, dataset):
         raise DataError(f'{root} not found: --data-dir DIR takes {OFFLINE_LAYOUTS}')
     try:
         folder = datasets.ImageFolder(root)
-    except (FileNotFoundError, OSError) as err:  # a class folder without images, say
+    except OSError as err:  # a class folder without images, say
         raise DataError(f'{root}: {err}') from None
     if len(folder.classes) != DATASETS[dataset].classes:  # else a silently wrong model
         raise _wrong_classes(root, f'{len(folder.classes)} class folders', dataset)
