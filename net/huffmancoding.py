@@ -743,9 +743,7 @@ def huffman_encode_model(model, directory='encodings/', log_file='log.txt'):
     a path that is a file is refused.
     """
     directory = os.path.normpath(directory)
-    if os.path.exists(directory) and not os.path.isdir(directory):
-        raise HuffmanFormatError(f'{directory} is a file, not a folder for the encodings: '
-                                 'choose another output folder')
+    _refuse_a_file(directory)
     if _foreign_files(directory):
         _move_aside(directory)
     tmp = temp_dir(os.path.dirname(os.path.abspath(directory)), 'encodings')
@@ -771,13 +769,17 @@ def huffman_encode_model(model, directory='encodings/', log_file='log.txt'):
 def check_replaceable(directory):
     """Refuse a path that is a file, or a folder holding files the encoder did not write
     (huffman_encode.py --out: the user named it, so say so rather than move it)."""
-    if os.path.exists(directory) and not os.path.isdir(directory):
-        raise HuffmanFormatError(f'{directory} is a file, not a folder for the encodings: '
-                                 'choose another output folder')
+    _refuse_a_file(directory)
     if foreign := _foreign_files(directory):
         raise HuffmanFormatError(f'{directory} holds {foreign[0]}, which huffman_encode_model did '
                                  'not write, and would be replaced whole: choose an empty or new '
                                  'output folder')
+
+
+def _refuse_a_file(directory):
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise HuffmanFormatError(f'{directory} is a file, not a folder for the encodings: '
+                                 'choose another output folder')
 
 
 def _foreign_files(directory):
