@@ -24,7 +24,12 @@ class CheckpointError(Exception):
 
 def save_model(model, path):
     """torch.save the whole model (the homework's file format), atomically."""
-    atomic_write(path, lambda tmp: torch.save(model, tmp))
+    def write(tmp):
+        # Through a file object: given a path, torch.save names the zip's records after
+        # it, and the temporary name would make every save of the same model differ.
+        with open(tmp, 'wb') as file:
+            torch.save(model, file)
+    atomic_write(path, write)
 
 
 def load_model(path, device='cpu', made_by='pruning.py', arch=None, dataset=None):

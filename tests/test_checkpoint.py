@@ -98,6 +98,12 @@ def test_an_unpruned_model_has_no_masks_to_check(tmp_path):
     assert same_parameters(load_model(saved(tmp_path, lenet5(prune=False))), lenet5(prune=False))
 
 
+def test_the_same_model_saves_to_the_same_bytes(tmp_path):
+    # Each save goes through a new temporary name; the bytes must not depend on it.
+    first, second = saved(tmp_path, lenet5(), 'a.ptmodel'), saved(tmp_path, lenet5(), 'b.ptmodel')
+    assert first.read_bytes() == second.read_bytes()
+
+
 def test_temporaries_of_killed_runs_are_removed_by_the_next_write(tmp_path):
     from net.huffmancoding import huffman_encode_model
     stale_file = tmp_path / f'.tmp-{dead_pid()}-abc-m.ptmodel'
