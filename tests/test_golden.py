@@ -1,0 +1,92 @@
+"""The golden run: the three scripts, a 3-round recipe, 2,000 official CIFAR-10 images. A
+refactor must leave every checkpoint, encoding and .dcz byte and every printed line as
+recorded in tests/fixtures/golden.json. After a deliberate change of behaviour, regenerate
+it with `python -m tests.test_golden` and say why in the commit."""
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import DATA_DIR, ROOT
+
+GOLDEN = os.path.join(ROOT, 'tests', 'fixtures', 'golden.json')
+# Small enough to run in a minute, wide enough to pass through unit pruning, spans, a
+# round's own settings, the accuracy floor (round 2 falls under it: back to round 1),
+# bf16, compact retraining, per-layer bits, trained quantization and the recipe's --pack.
+RECIPE = {
+    'pruning': {
+        'epochs': 3, 'optimizer': 'sgd', 'lr': 0.02, 'batch_size': 32,
+        'prune_rounds': 3, 'round_epochs': [1], 're_epochs': 1, 're_lr': 0.0005,
+        'rates': {'conv1': 50, 'conv2': 20, 'conv3': 10, 'conv4': 10, 'conv5': 10,
+                  'fc1': 10, 'fc2': 5, 'fc3': 50},
+        'round_spans': {'fc1': 0.67, 'fc2': 0.34}, 'unit_rates': {'fc1': 50, 'fc2': 50},
+        'round_settings': {'2': {'re_augment': 'flip', 're_lr': 0.001}},
+        'min_accuracy': 12, 'prune_dead_units': True, 'fold_constant_units': True,
+        'bf16': True, 'compact_training': True},
+    'weight_share': {'bits': {'fc3': 4}, 'quantize_epochs': 1, 'quantize_augment': 'flip'},
+    'huffman_encode': {'pack': 'saves/model.dcz'},
+}
+SCRIPTS = ('pruning.py', 'weight_share.py', 'huffman_encode.py')
+# What may differ between two runs of the same code: durations, and where the data is.
+DURATION = re.compile(r'\d+(\.\d+)? (s|min)\b')
+MACHINE_DEPENDENT = ('measured_on', 'command')  # model.json keys that name the data's path
+
+
+def sha256(path):
+    with open(path, 'rb') as file:
+        return hashlib.sha256(file.read()).hexdigest()
+
+
+def normalised(text):
+    return DURATION.sub('<duration>', text.replace(DATA_DIR, '<data>'))
+
+
+def golden_run(folder):
+    """Run the recipe in folder; what must stay the same, as one dict."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, 'recipe.json'), 'w') as file:
+        json.dump(RECIPE, file)
+    # One thread: the same sums in the same order on any machine.
+    env = os.environ | {'PYTHONPATH': ROOT, 'OMP_NUM_THREADS': '1'}
+    printed = {}
+    for script in (*SCRIPTS, 'docs/tables.py'):
+        args = ([folder] if script == 'docs/tables.py'
+                else ['--config', 'recipe.json', '--data-dir', DATA_DIR, '--subset', '2000'])
+        result = subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=folder,
+                                env=env, capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, f'{script}: {result.stderr}'
+        printed[script] = normalised(result.stdout).splitlines()
+    files = {}
+    for sub in ('saves', 'encodings'):
+        for name in sorted(os.listdir(os.path.join(folder, sub))):
+            if name != 'model.json':
+                files[f'{sub}/{name}'] = sha256(os.path.join(folder, sub, name))
+    with open(os.path.join(folder, 'saves', 'model.json')) as file:
+        described = {k: v for k, v in json.load(file).items() if k not in MACHINE_DEPENDENT}
+    return {'files': files, 'model.json': described, 'printed': printed}
+
+
+@pytest.mark.skipif(not os.path.isdir(DATA_DIR), reason='../shared/data/cifar-10-batches-bin missing')
+def test_the_golden_run_gives_the_recorded_bytes_and_lines(tmp_path):
+    with open(GOLDEN) as file:
+        golden = json.load(file)
+    run = golden_run(str(tmp_path))
+    assert any('back to round 1' in line for line in run['printed']['pruning.py'])  # the floor fired
+    assert run['files'] == golden['files']
+    assert run['model.json'] == golden['model.json']
+    for script, lines in golden['printed'].items():
+        assert run['printed'][script] == lines, script
+
+
+if __name__ == '__main__':
+    import tempfile
+    with tempfile.TemporaryDirectory() as folder:
+        recorded = golden_run(folder)
+    with open(GOLDEN, 'w') as file:
+        json.dump(recorded, file, indent=1)
+        file.write('\n')
+    print(f'wrote {GOLDEN}')
