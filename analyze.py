@@ -25,6 +25,7 @@ from net.analysis import bits_sensitivity, check_cut, extra_cut, prune_sensitivi
 from net.checkpoint import CheckpointError, load_model
 from net.container import ContainerError, load_compressed
 from net.files import atomic_write
+from recipe import datasets
 
 KEPT_PERCENTS = (100, 80, 60, 40, 30, 20, 10, 5, 2, 1, 0.5)
 BIT_WIDTHS = (8, 7, 6, 5, 4, 3, 2, 1)
@@ -118,17 +119,17 @@ def main(argv=None):
     try:
         {'sensitivity': run_sensitivity, 'bits': run_bits,
          'distribution': run_distribution, 'cuts': run_cuts}[args.command](args)
-    except (ValueError, CheckpointError, ContainerError, util.DataError) as err:
+    except (ValueError, CheckpointError, ContainerError, datasets.DataError) as err:
         util.fail(err)
 
 
 def evaluator(args, model):
     """evaluate(copy of model) -> test accuracy %, on model's (cached) test split."""
     device = util.device_for(not args.no_cuda)
-    images, labels = util.model_split(model, False, args.data_dir, args.subset, device)
+    images, labels = datasets.model_split(model, False, args.data_dir, args.subset, device)
 
     def evaluate(model):
-        return util.evaluate(model.to(device), images, labels)[1]
+        return datasets.evaluate(model.to(device), images, labels)[1]
     return evaluate
 
 
@@ -181,8 +182,7 @@ def run_cuts(args):
     trainings = [pruning.parse_args(flags, settings, '--retrain') for settings in args.retrain]
     device = util.device_for(not args.no_cuda)
     model.to(device)  # once: every cut is a copy of it
-    util.DATA_DIR, util.SUBSET = args.data_dir, args.subset
-    data = util.model_data(model, args.data_dir, args.subset, device)
+    data = datasets.model_data(model, args.data_dir, args.subset, device)
     rows = []
     for settings, training in zip(args.retrain, trainings, strict=True):
         for cut in args.cuts:
@@ -199,14 +199,14 @@ def cut_and_retrain(model, cut, training, data, args):
     extra_cut(cut_model, cut)
     cut_model.fold_constant_units()
     cut_model.prune_dead_units()
-    after_cut = util.test(cut_model, not args.no_cuda)
+    after_cut = util.test_with(cut_model, args)
     generator = torch.Generator().manual_seed(training.seed)
     pruning.train(cut_model, data, training, args.epochs, 'cut', generator, [])
     row = {'cut': json.dumps(cut), 'weights': sum(int(m.weight.count_nonzero())
                                                   for _, m in cut_model.prunable_layers()),
            'accuracy_after_cut': after_cut,
-           'accuracy_retrained': util.test(cut_model, not args.no_cuda)}
-    shared = pruning.shared_copy_report(cut_model, not args.no_cuda)
+           'accuracy_retrained': util.test_with(cut_model, args)}
+    shared = pruning.shared_copy_report(cut_model, args)
     return row | {'accuracy_shared': shared['shared_accuracy'],
                   'bytes': shared['shared_bytes'], 'ratio': shared['shared_ratio']}
 

@@ -21,6 +21,7 @@ from net.huffmancoding import (
 )
 from net.models import build_model, check_model
 from net.quantization import check_bits
+from recipe import datasets
 
 
 def parse_args(argv=None):
@@ -61,14 +62,12 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         run(args)
-    except (ValueError, CheckpointError, util.DataError, HuffmanFormatError, ContainerError) as err:
+    except (ValueError, CheckpointError, datasets.DataError, HuffmanFormatError, ContainerError) as err:
         util.fail(err)
 
 
 def run(args):
     started = time.time()
-    util.DATA_DIR, util.SUBSET = args.data_dir, args.subset
-    use_cuda = not args.no_cuda
     if not args.unpack:
         check_replaceable(args.out)  # never a folder holding files the encoder did not write
         if args.pack and is_inside(args.pack, args.out):
@@ -76,7 +75,7 @@ def run(args):
                              'replaces whole: pack it elsewhere (the recipes use saves/model.dcz)')
     outputs = {} if args.unpack else {'--out/': args.out, '--pack': args.pack}
     config = util.start_run(args, 'huffman_encode.py', outputs,
-                            device=str(util.device_for(use_cuda)))
+                            device=str(util.device_for(not args.no_cuda)))
     if (args.pack_float16 or args.pack_bias_bits is not None) and not args.pack:
         raise ValueError('--pack-float16 and --pack-bias-bits change the .dcz file: add --pack PATH')
     if args.pack and args.unpack:
@@ -84,12 +83,12 @@ def run(args):
     if args.pack_bias_bits is not None:
         check_bits(args.pack_bias_bits)
     if args.unpack:
-        return unpack(args, config, use_cuda)
+        return unpack(args, config)
     model = load_model(args.load_model_path, 'cpu', made_by='weight_share.py', arch=args.model,
                        dataset=args.dataset)
 
     print('--- Accuracy before encoding ---')
-    before = util.test(model, use_cuda)
+    before = util.test_with(model, args)
     t0 = time.time()
     rows = huffman_encode_model(model.cpu(), args.out, args.log)
     encode_seconds = time.time() - t0
@@ -103,7 +102,7 @@ def run(args):
     decode_seconds = time.time() - t0
     exact = parameters_equal(model, decoded)
     print('--- Accuracy after decoding ---')
-    after = util.test(decoded, use_cuda)
+    after = util.test_with(decoded, args)
     util.log(f'accuracy_after_decoding {after}', args.log)
     if not exact or after != before:
         util.fail(f'decoding is not exact (accuracy {before:.2f}% before, {after:.2f}% after)')
@@ -116,12 +115,12 @@ def run(args):
         'accuracy_after_decoding': after, 'exact': exact, 'encode_seconds': encode_seconds,
         'decode_seconds': decode_seconds}
     if args.pack:
-        record['pack'] = pack(model, args, use_cuda, homework=total)
+        record['pack'] = pack(model, args, homework=total)
     util.write_json(util.results_path(args.log, 'huffman_encode'),
                     record | {'wall_seconds': time.time() - started})
 
 
-def pack(model, args, use_cuda, homework):
+def pack(model, args, homework):
     """Write the .dcz file, load it back, check it and test it; describe it in a JSON file
     beside it (PATH with .json for .dcz); return its report."""
     lossy = args.pack_float16 or args.pack_bias_bits is not None
@@ -133,7 +132,7 @@ def pack(model, args, use_cuda, homework):
     decode_seconds = time.time() - t0
     print(format_pack_table(report))
     print('--- Accuracy after loading the .dcz file ---')
-    accuracy = util.test(loaded, use_cuda)
+    accuracy = util.test_with(loaded, args)
     if not lossy and not parameters_equal(strip_dead_units(model), loaded):
         util.fail(f'{args.pack} does not load back bit-exact (accuracy {accuracy:.2f}% after loading)')
     what = 'lossy: ' + ', '.join(filter(None, [
@@ -158,7 +157,7 @@ def description_path(pack_path):
 
 def describe_pack(report, args, homework):
     """What a shipped .dcz file is, how well it does, and the command that made it."""
-    data = f'the test split of {util.data_source(args.data_dir, report["dataset"])}'
+    data = f'the test split of {datasets.data_source(args.data_dir, report["dataset"])}'
     if args.subset:
         data += f', first {args.subset} images of a fixed random subset'
     return {
@@ -173,13 +172,13 @@ def describe_pack(report, args, homework):
         'command': args.command}
 
 
-def unpack(args, config, use_cuda):
+def unpack(args, config):
     t0 = time.time()
     model = load_compressed(args.unpack)
     seconds = time.time() - t0
     check_model(model, args.unpack, args.model, args.dataset)
     print(f'--- Accuracy of {args.unpack} ---')
-    accuracy = util.test(model, use_cuda)
+    accuracy = util.test_with(model, args)
     print(f'{args.unpack}: accuracy {accuracy:.2f}% (loaded in {seconds:.2f} s)')
     util.log(f'unpack {args.unpack} accuracy {accuracy}', args.log)
     util.write_json(util.results_path(args.log, 'huffman_encode'), {

@@ -24,6 +24,7 @@ from net.prune import validate_rates
 from net.quantization import apply_weight_sharing
 from net.report import format_report, pruning_report
 from net.structured import CONV_GRANULARITIES, FC_GRANULARITIES, NORMS, SCOPES, prune_structured
+from recipe import datasets
 from training import fit, make_optimizer
 
 # Defaults: a full run of the three scripts fits in about an hour on a 2-core CPU.
@@ -65,7 +66,7 @@ def parse_args(argv=None, settings=None, source='settings'):
     p.add_argument('--re-weight-decay', type=float, default=None, metavar='WD',
                    help='weight decay of the retraining phases; default: --weight-decay when '
                         'both phases use the same optimizer, else that optimizer\'s default')
-    p.add_argument('--re-augment', choices=list(util.AUGMENTATIONS), default='crop-flip',
+    p.add_argument('--re-augment', choices=list(datasets.AUGMENTATIONS), default='crop-flip',
                    help='augmentation of the training images in the retraining phases (the '
                         'initial training always crops and flips): crop-flip, flip only, or '
                         'none. A heavily pruned network underfits (its training accuracy under '
@@ -371,11 +372,11 @@ def prune_round(model, args, rates, unit_rates=None):
     if empty:  # refused now: a model that ignores its input is worth no retraining
         raise ValueError(f'this cut leaves {empty[0]} without weights (the network would ignore '
                          'its input): keep more (--rates, --unit-rates, --sensitivity)')
-    record['accuracy_after_pruning'] = util.test(model, not args.no_cuda)
+    record['accuracy_after_pruning'] = util.test_with(model, args)
     return record
 
 
-def shared_copy_report(model, use_cuda, test=True):
+def shared_copy_report(model, args, test=True):
     """Homework-format ratio (and accuracy, if test) of a 5-bit weight-shared copy of model."""
     shared = copy.deepcopy(model).cpu()
     apply_weight_sharing(shared, 5)
@@ -386,7 +387,7 @@ def shared_copy_report(model, use_cuda, test=True):
               'shared_bytes': total['compressed']}
     accuracy = ''
     if test:
-        report['shared_accuracy'] = util.test(shared, use_cuda)
+        report['shared_accuracy'] = util.test_with(shared, args)
         accuracy = f"{report['shared_accuracy']:.2f}%, "
     print(f"if weight-shared now: {accuracy}{report['shared_ratio']:.2f}x "
           f"({report['shared_bytes']} bytes)")
@@ -411,7 +412,7 @@ def main(argv=None):
         with torch.device('meta'):  # layer names only
             layers = build_model(args.model, args.dataset)
         run(args, *parse_schedules(args, layers))  # refused now, not after the training
-    except (ValueError, CheckpointError, util.DataError) as err:
+    except (ValueError, CheckpointError, datasets.DataError) as err:
         util.fail(err)
 
 
@@ -431,7 +432,7 @@ def more_epochs(model, record, number, args, data, generator, history):
     train(model, data, round_args(args, number), args.re_epochs, f'retrain{number}', generator,
           history)
     record = record | {'round': number,
-                       'accuracy_after_retraining': util.test(model, not args.no_cuda)}
+                       'accuracy_after_retraining': util.test_with(model, args)}
     util.log(f'round {number} {json.dumps(record)}', args.log)
     return record
 
@@ -450,7 +451,6 @@ def run(args, rates, spans=None, unit_rates=None):
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     device = util.device_for(not args.no_cuda)
-    util.DATA_DIR, util.SUBSET = args.data_dir, args.subset
     outputs = {'--save-model-path': args.save_model_path,
                '--load-model-path': None if args.from_initial else args.load_model_path}
     config = util.start_run(args, 'pruning.py', outputs, rates=rates, device=str(device))
@@ -460,7 +460,7 @@ def run(args, rates, spans=None, unit_rates=None):
                            arch=args.model, dataset=args.dataset)
     else:
         model = build_model(args.model, args.dataset).to(device)
-    data = util.model_data(model, args.data_dir, args.subset, device)
+    data = datasets.model_data(model, args.data_dir, args.subset, device)
     history, results = [], {'config': config}
     if args.bf16 and device.type == 'cuda' and not torch.cuda.is_bf16_supported():
         raise ValueError('--bf16: this GPU does not support bfloat16; run without --bf16')
@@ -471,7 +471,7 @@ def run(args, rates, spans=None, unit_rates=None):
         epoch_seconds = train(model, data, args, args.epochs, 'initial', generator, history,
                               initial=True)
         save_model(model, args.load_model_path)
-    results['initial_accuracy'] = util.test(model, not args.no_cuda)
+    results['initial_accuracy'] = util.test_with(model, args)
     util.log(f'initial_accuracy {results["initial_accuracy"]}', args.log)
     print('--- Before pruning ---')
     util.print_nonzeros(model)
@@ -496,7 +496,7 @@ def run(args, rates, spans=None, unit_rates=None):
         if args.target_ratio is not None and not last and reaches(model, args.target_ratio):
             # The size follows from the zero pattern, fixed from here on: decide now
             # whether this round is the last, so that it gets the full retraining.
-            ratio = shared_copy_report(model, not args.no_cuda, test=False)['shared_ratio']
+            ratio = shared_copy_report(model, args, test=False)['shared_ratio']
             record['ratio_after_pruning'] = ratio
             if ratio >= args.target_ratio:
                 print(f'target ratio {args.target_ratio}x reached: this is the last round')
@@ -507,10 +507,10 @@ def run(args, rates, spans=None, unit_rates=None):
         # (a round may have none; then the one before stands).
         epoch_seconds = train(model, data, round_args(args, number), epochs,
                               f'retrain{number}' if tag else 'retrain', generator, history) or epoch_seconds
-        record['accuracy_after_retraining'] = util.test(model, not args.no_cuda)
+        record['accuracy_after_retraining'] = util.test_with(model, args)
         record['alive'] = sum(nz for nz, _ in util.nonzero_counts(model).values())
         if args.round_report:
-            record |= shared_copy_report(model, not args.no_cuda)
+            record |= shared_copy_report(model, args)
         results['rounds'].append(record)
         util.log(f'round {number} {json.dumps(record)}', args.log)
         if last:

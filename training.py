@@ -1,7 +1,7 @@
 """The training loop of pruning.py (masked retraining) and weight_share.py (trained
 quantization).
 
-Batches come from util.batches on the training device (augmented for CIFAR); the learning rate
+Batches come from datasets.batches on the training device (augmented for CIFAR); the learning rate
 follows a one-cycle or constant schedule; after every backward() and every optimizer
 step a hook runs (zero the pruned weights' gradients / re-apply the masks, or sum the
 gradients per cluster / tie the weights to their centroids). Test accuracy is measured
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-import util
+from recipe import datasets
 
 MOMENTUM = 0.9
 MIN_ONECYCLE_STEPS = 8
@@ -44,8 +44,8 @@ def fit(model, data, epochs, optimizer, scheduler, *, phase, generator, history,
         after_backward, after_step, test_batch_size=1000, log_interval=10, bf16=False,
         augmentation='crop-flip'):
     """Train model for `epochs` on data = (train_x, train_y, test_x, test_y); the training
-    images are augmented (one of util.AUGMENTATIONS) when the model's dataset calls for
-    it (util.AUGMENTED).
+    images are augmented (one of datasets.AUGMENTATIONS) when the model's dataset calls for
+    it (datasets.AUGMENTED).
 
     bf16: forward passes in bfloat16 autocast (mixed precision; the weights, their updates
     and the test accuracy stay float32)."""
@@ -55,8 +55,8 @@ def fit(model, data, epochs, optimizer, scheduler, *, phase, generator, history,
         model.train()
         seen = correct = 0
         total_loss = 0.0
-        bar = tqdm(util.batches(train_x, train_y, batch_size, generator, train=True,
-                                 augmentation=augmentation if util.AUGMENTED[model.dataset] else 'none'),
+        bar = tqdm(datasets.batches(train_x, train_y, batch_size, generator, train=True,
+                                 augmentation=augmentation if datasets.AUGMENTED[model.dataset] else 'none'),
                    total=steps, desc=f'{phase} {epoch}/{epochs}', leave=False, mininterval=1)
         for i, (x, y) in enumerate(bar):
             optimizer.zero_grad()
@@ -74,7 +74,7 @@ def fit(model, data, epochs, optimizer, scheduler, *, phase, generator, history,
             correct += (output.argmax(1) == y).sum().item()
             if i % log_interval == 0:
                 bar.set_postfix(loss=f'{total_loss / seen:.3f}', acc=f'{100 * correct / seen:.1f}%')
-        _, accuracy = util.evaluate(model, test_x, test_y, test_batch_size)
+        _, accuracy = datasets.evaluate(model, test_x, test_y, test_batch_size)
         record = {'phase': phase, 'epoch': epoch, 'train_loss': total_loss / seen,
                   'train_accuracy': 100 * correct / seen, 'test_accuracy': accuracy}
         history.append(record)

@@ -11,6 +11,7 @@ import torch
 import util
 from net.checkpoint import CheckpointError, load_model, save_model
 from net.quantization import INITS, SharedWeights, apply_weight_sharing, check_bits, validate_bits
+from recipe import datasets
 from training import fit, make_optimizer
 
 
@@ -28,7 +29,7 @@ def parse_args(argv=None):
                         'epochs, assignments and zeros fixed (0: off, as in the homework)')
     p.add_argument('--quantize-lr', type=float, default=1e-4, metavar='LR',
                    help='peak (one-cycle) Adam learning rate of trained quantization')
-    p.add_argument('--quantize-augment', choices=list(util.AUGMENTATIONS), default='crop-flip',
+    p.add_argument('--quantize-augment', choices=list(datasets.AUGMENTATIONS), default='crop-flip',
                    help='augmentation of the training images in trained quantization (as '
                         'pruning.py --re-augment): crop-flip, flip only, or none')
     p.add_argument('--batch-size', type=int, default=256, metavar='N',
@@ -60,13 +61,13 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         run(args, parse_bits(args.bits))
-    except (ValueError, CheckpointError, util.DataError) as err:
+    except (ValueError, CheckpointError, datasets.DataError) as err:
         util.fail(err)
 
 
 def trained_quantization(model, args, device, history):
     """Fine-tune the shared values and biases; zeros and cluster assignments stay fixed."""
-    data = util.model_data(model, args.data_dir, args.subset, device)
+    data = datasets.model_data(model, args.data_dir, args.subset, device)
     shared = SharedWeights(model)
     biases = [m.bias for _, m in model.prunable_layers() if m.bias is not None]
     steps = -(-len(data[1]) // args.batch_size) * args.quantize_epochs
@@ -81,9 +82,7 @@ def trained_quantization(model, args, device, history):
 def run(args, bits):
     started = time.time()
     torch.manual_seed(args.seed)
-    util.DATA_DIR, util.SUBSET = args.data_dir, args.subset
-    use_cuda = not args.no_cuda
-    device = util.device_for(use_cuda)
+    device = util.device_for(not args.no_cuda)
     config = util.start_run(args, 'weight_share.py', {'--save-model-path': args.save_model_path},
                             bits=bits, device=str(device))
     model = load_model(args.load_model_path, device, made_by='pruning.py', arch=args.model,
@@ -91,18 +90,18 @@ def run(args, bits):
     validate_bits(model, bits)
 
     print('--- Accuracy before weight sharing ---')
-    before = util.test(model, use_cuda)
+    before = util.test_with(model, args)
     util.log(f'accuracy_before_weight_sharing {before}', args.log)
 
     apply_weight_sharing(model, bits, args.init)
     print('--- Accuracy after weight sharing ---')
-    after = util.test(model, use_cuda)
+    after = util.test_with(model, args)
     results = {'config': config, 'accuracy_before': before, 'accuracy_after_sharing': after}
     if args.quantize_epochs > 0:
         history = []
         trained_quantization(model, args, device, history)
         print('--- Accuracy after trained quantization ---')
-        after = util.test(model, use_cuda)
+        after = util.test_with(model, args)
         results |= {'accuracy_after_trained_quantization': after, 'history': history}
     util.log(f'accuracy_after_weight_sharing {after}', args.log)
     save_model(model, args.save_model_path)

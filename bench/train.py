@@ -19,6 +19,7 @@ from torchvision import transforms
 
 import util
 from net.models import AlexNet
+from recipe import datasets
 
 BATCH_SIZE = 256
 STARTER_TRANSFORM = transforms.Compose([
@@ -50,7 +51,7 @@ def dataloader_batches(images, labels, workers):
 
 def project_batches(images, labels):
     while True:
-        yield from util.batches(images, labels, BATCH_SIZE, torch.Generator().manual_seed(0), train=True)
+        yield from datasets.batches(images, labels, BATCH_SIZE, torch.Generator().manual_seed(0), train=True)
 
 
 def images_per_second(batches, n_batches, model=None, device='cpu'):
@@ -75,7 +76,7 @@ def images_per_second(batches, n_batches, model=None, device='cpu'):
 def read_bytes(folder):
     """The floor: the six files' bytes read, nothing parsed."""
     return [np.fromfile(os.path.join(folder, name), np.uint8)
-            for name in util.CIFAR_BINARY['cifar10']['files']]
+            for name in datasets.CIFAR_BINARY['cifar10']['files']]
 
 
 def load_seconds(load):
@@ -87,10 +88,10 @@ def load_seconds(load):
 def load_figures(data_dir):
     """Seconds to load all of CIFAR-10's binary version (both splits) as tensors, and to only
     read its bytes; None unless data_dir holds it."""
-    found = util._cifar_binary_folder(data_dir) if data_dir else None
+    found = datasets._cifar_binary_folder(data_dir) if data_dir else None
     if found is None or found[1] != 'cifar10':
         return None
-    ours = load_seconds(lambda: (util.load_split(True, data_dir), util.load_split(False, data_dir)))
+    ours = load_seconds(lambda: (datasets.load_split(True, data_dir), datasets.load_split(False, data_dir)))
     floor = load_seconds(lambda: read_bytes(found[0]))
     print(f'{"load 60,000":14} this project {ours:9.2f} s     | bytes only {floor:9.2f} s     | '
           f'{ours / floor:.1f}x the floor')
@@ -107,7 +108,7 @@ def main():
     p.add_argument('--json', default=None)
     args, _ = p.parse_known_args()
     device = util.device_for(not args.no_cuda)
-    images, labels = util.load_split(True, args.data_dir, subset=BATCH_SIZE * (args.batches + 2))
+    images, labels = datasets.load_split(True, args.data_dir, subset=BATCH_SIZE * (args.batches + 2))
     on_device = images.to(device), labels.to(device)
     print(f'device {device}, batch {BATCH_SIZE}, {args.batches} timed batches, '
           f'DataLoader with {args.workers} workers')

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import util
 from net.prune import PruningModule
+from recipe import datasets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The official CIFAR-10, binary version (the graders' test set).
@@ -44,11 +44,11 @@ def tiny():
 
 @pytest.fixture
 def augment_paddings(monkeypatch):
-    """The crop padding of every batch util.augment is called on, in order (flip-only
+    """The crop padding of every batch datasets.augment is called on, in order (flip-only
     batches: 0; unaugmented batches are not there)."""
     used = []
-    real = util.augment
-    monkeypatch.setattr(util, 'augment', lambda x, generator, padding: used.append(padding)
+    real = datasets.augment
+    monkeypatch.setattr(datasets, 'augment', lambda x, generator, padding: used.append(padding)
                         or real(x, generator, padding))
     return used
 
@@ -81,7 +81,7 @@ def fake_mnist_dir(directory, n_train=50, n_test=20, seed=0):
 def write_cifar_binary(directory, dataset='cifar10', images=6, seed=0):
     """A binary CIFAR folder laid out as the official archive's, `images` random records
     per file (CIFAR_BINARY must expect that many: see the small_cifar_binary fixture)."""
-    spec = util.CIFAR_BINARY[dataset]
+    spec = datasets.CIFAR_BINARY[dataset]
     rng = np.random.default_rng(seed)
     directory.mkdir(parents=True, exist_ok=True)
     classes = 10 if dataset == 'cifar10' else 100
@@ -89,7 +89,7 @@ def write_cifar_binary(directory, dataset='cifar10', images=6, seed=0):
         labels = rng.integers(0, classes, (images, 1))
         if spec['label_bytes'] == 2:
             labels = np.hstack([rng.integers(0, 20, (images, 1)), labels])
-        pixels = rng.integers(0, 256, (images, util.CIFAR_IMAGE_BYTES))
+        pixels = rng.integers(0, 256, (images, datasets.CIFAR_IMAGE_BYTES))
         (directory / name).write_bytes(np.hstack([labels, pixels]).astype(np.uint8).tobytes())
     (directory / spec['names']).write_text(''.join(f'class{i}\n' for i in range(classes)))
     return str(directory)
@@ -98,8 +98,8 @@ def write_cifar_binary(directory, dataset='cifar10', images=6, seed=0):
 @pytest.fixture
 def small_cifar_binary(monkeypatch):
     """Binary CIFAR folders of 6 images a file: CIFAR_BINARY expects that many."""
-    for dataset, spec in util.CIFAR_BINARY.items():
-        monkeypatch.setitem(util.CIFAR_BINARY, dataset,
+    for dataset, spec in datasets.CIFAR_BINARY.items():
+        monkeypatch.setitem(datasets.CIFAR_BINARY, dataset,
                             {**spec, 'files': dict.fromkeys(spec['files'], 6)})
     return write_cifar_binary
 

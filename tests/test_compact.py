@@ -13,6 +13,7 @@ from torch import nn
 import pruning
 from net.compact import compact_copy, parameter_count, write_back
 from net.prune import PruningModule, set_mask
+from recipe import datasets
 from tests.conftest import ROOT
 from training import fit, make_optimizer
 
@@ -207,7 +208,7 @@ def fake_rounds(monkeypatch, accuracies, out_of_time, seconds=None, judged=None)
     answers = iter(accuracies)
     monkeypatch.setattr(pruning.util, 'test', lambda *a, **k: next(answers))
     fake = torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.long)
-    monkeypatch.setattr(pruning.util, 'model_split', lambda *a: fake)
+    monkeypatch.setattr(datasets, 'model_split', lambda *a: fake)
     times = iter(out_of_time)
     monkeypatch.setattr(pruning, 'out_of_time', lambda *a: (judged is not None and judged.append(a[-1]))
                         or next(times))

@@ -7,7 +7,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import util
 from net.huffmancoding import (
     HuffmanFormatError,
     calc_index_diff,
@@ -26,6 +25,7 @@ from net.huffmancoding import (
 )
 from net.models import AlexNet
 from net.quantization import apply_weight_sharing
+from recipe import datasets
 from tests.conftest import dead_pid
 
 rng = np.random.default_rng(0)
@@ -167,7 +167,7 @@ def test_whole_model_round_trip_is_exact_with_identical_accuracy(shared_alexnet,
     for (name, a), b in zip(shared_alexnet.named_parameters(), decoded.parameters(), strict=True):
         assert torch.equal(a.view(torch.int32), b.view(torch.int32)), name
     _, _, x, y = synthetic_data
-    assert util.evaluate(shared_alexnet, x, y) == util.evaluate(decoded, x, y)
+    assert datasets.evaluate(shared_alexnet, x, y) == datasets.evaluate(decoded, x, y)
 
 
 def test_decoding_into_another_model_is_refused(shared_alexnet, tmp_path):

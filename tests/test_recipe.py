@@ -13,7 +13,6 @@ import torch
 import analyze
 import huffman_encode
 import pruning
-import util
 import weight_share
 from net.analysis import bits_sensitivity, extra_cut, prune_sensitivity
 from net.checkpoint import save_model
@@ -25,6 +24,7 @@ from net.quantization import (
     share_weights,
     validate_bits,
 )
+from recipe import datasets
 from tests.conftest import ROOT, fake_mnist_dir
 from training import fit, make_optimizer
 
@@ -299,7 +299,7 @@ def test_cuts_tool_retrains_and_measures_each_cut(tmp_path, monkeypatch):
 def test_cuts_tool_refuses_bad_cuts_before_any_work(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     save_model(build_model('lenet300', 'mnist'), 'model.ptmodel')
-    monkeypatch.setattr(analyze.util, 'model_data', lambda *a: pytest.fail('loaded data'))
+    monkeypatch.setattr(analyze.datasets, 'model_data', lambda *a: pytest.fail('loaded data'))
     with pytest.raises(SystemExit):  # AlexNet's conv layers, on a LeNet
         analyze.main(['cuts', '--load-model-path', 'model.ptmodel'])
 
@@ -330,7 +330,7 @@ def test_cuts_tool_refuses_bad_retraining_settings_before_any_work(tmp_path, mon
                                                                    retrain, message):
     monkeypatch.chdir(tmp_path)
     save_model(build_model('lenet300', 'mnist'), 'model.ptmodel')
-    monkeypatch.setattr(analyze.util, 'model_data', lambda *a: pytest.fail('loaded data'))
+    monkeypatch.setattr(analyze.datasets, 'model_data', lambda *a: pytest.fail('loaded data'))
     with pytest.raises(SystemExit):
         analyze.main(['cuts', '--load-model-path', 'model.ptmodel', '--cuts', '{}',
                       '--retrain', '{}', retrain])
@@ -395,7 +395,7 @@ def test_min_accuracy_goes_back_to_the_last_good_round(tmp_path, monkeypatch):
     epochs = []
     monkeypatch.setattr(pruning, 'train', lambda model, data, args, n, *a, **k: epochs.append(n) or 1.0)
     fake = torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.long)
-    monkeypatch.setattr(pruning.util, 'model_split', lambda *a: fake)
+    monkeypatch.setattr(datasets, 'model_split', lambda *a: fake)
     states = []
     real_back_to = pruning.back_to
     monkeypatch.setattr(pruning, 'back_to', lambda model, kept, *a: states.append(kept[0]) or
@@ -556,7 +556,7 @@ def test_trained_quantization_keeps_zeros_assignments_and_value_counts(tiny, syn
 @pytest.mark.parametrize('augment, paddings', [(None, [4, 4]), ('flip', [0, 0]), ('none', [])])
 def test_trained_quantization_augments_as_quantize_augment_says(tiny, synthetic_data, monkeypatch,
                                                                 augment_paddings, augment, paddings):
-    monkeypatch.setattr(util, 'model_data', lambda *_: synthetic_data)
+    monkeypatch.setattr(datasets, 'model_data', lambda *_: synthetic_data)
     tiny.prune_by_percentile(40)
     apply_weight_sharing(tiny, 3)
     args = weight_share.parse_args(['--quantize-epochs', '1', '--batch-size', '32',
