@@ -24,7 +24,7 @@ from net.prune import validate_rates
 from net.quantization import apply_weight_sharing
 from net.report import format_report, pruning_report
 from net.structured import CONV_GRANULARITIES, FC_GRANULARITIES, NORMS, SCOPES, prune_structured
-from recipe import datasets
+from recipe import datasets, rounds
 from training import fit, make_optimizer
 
 # Defaults: a full run of the three scripts fits in about an hour on a 2-core CPU.
@@ -214,19 +214,9 @@ def parse_round_settings(text, parser):
     return settings
 
 
-def round_args(args, number):
-    """args as they hold for round `number`'s retraining: the --round-settings of the rounds
-    up to it applied in order."""
-    values = vars(args).copy()
-    for start in sorted(args.round_settings):
-        if start <= number:
-            values |= args.round_settings[start]
-    return argparse.Namespace(**values)
-
-
-def epochs_of_round(args, number):
-    """Retraining epochs after round `number` (from 1) when it is not the last."""
-    return args.round_epochs[min(number, len(args.round_epochs)) - 1]
+def with_settings(args, step):
+    """args as they hold for a round's retraining: its --round-settings applied."""
+    return argparse.Namespace(**(vars(args) | step.settings))
 
 
 def parse_rates(text, model):
@@ -286,19 +276,6 @@ def train(model, data, args, epochs, phase, generator, history, initial=False):
     if compact:
         write_back(model, compacted)
     return (time.time() - started) / epochs if epochs else 0.0
-
-
-def round_rates(rates, rounds, spans=None):
-    """Per-layer percent kept after each of `rounds` pruning rounds: each round keeps the
-    same fraction of what the previous one kept, the last one exactly `rates`.
-
-    spans (layer -> 0..1, default 1) lets a layer reach its rate sooner: after that share
-    of the rounds, and then stay there (insensitive layers first, so that every round's
-    model is as small as its accuracy allows)."""
-    spans = spans or {}
-    return [{name: 100 * (rate / 100) ** min(1.0, r / (rounds * spans.get(name, 1.0)))
-             for name, rate in rates.items()}
-            for r in range(1, rounds + 1)]
 
 
 def parse_schedules(args, model):
@@ -416,24 +393,24 @@ def main(argv=None):
         util.fail(err)
 
 
-def back_to(model, kept, number, args, data, generator, history):
-    """Restore round `number`'s retrained model (weights and masks), retrain it for
+def back_to(model, kept, args, data, generator, history):
+    """Restore the kept round's retrained model (weights and masks), retrain it for
     --re-epochs; return its record."""
-    state, record = kept
-    print(f'accuracy below --min-accuracy {args.min_accuracy}%: back to round {number}, '
+    state, record, step = kept
+    print(f'accuracy below --min-accuracy {args.min_accuracy}%: back to round {step.number}, '
           f'which gets {args.re_epochs} more epochs')
     model.load_state_dict(state)
-    return more_epochs(model, record | {'back_to_round': number}, number, args, data,
+    return more_epochs(model, record | {'back_to_round': step.number}, step, args, data,
                        generator, history)
 
 
-def more_epochs(model, record, number, args, data, generator, history):
-    """Retrain round `number`'s model for --re-epochs; return its updated record."""
-    train(model, data, round_args(args, number), args.re_epochs, f'retrain{number}', generator,
-          history)
-    record = record | {'round': number,
+def more_epochs(model, record, step, args, data, generator, history):
+    """Retrain the model of round `step` for --re-epochs; return its updated record."""
+    train(model, data, with_settings(args, step), args.re_epochs, f'retrain{step.number}',
+          generator, history)
+    record = record | {'round': step.number,
                        'accuracy_after_retraining': util.test_with(model, args)}
-    util.log(f'round {number} {json.dumps(record)}', args.log)
+    util.log(f'round {step.number} {json.dumps(record)}', args.log)
     return record
 
 
@@ -476,21 +453,16 @@ def run(args, rates, spans=None, unit_rates=None):
     print('--- Before pruning ---')
     util.print_nonzeros(model)
 
-    if args.scope == 'global':  # one percent of all weights, on the same geometric schedule
-        schedule = [r['all'] for r in round_rates({'all': args.global_rate}, args.prune_rounds)]
-    elif args.prune == 'percentile':
-        schedule = round_rates(rates, args.prune_rounds, spans)
-    else:
-        schedule = [None]  # one cut by std
-    unit_schedule = (round_rates(unit_rates, len(schedule), spans) if unit_rates
-                     else [None] * len(schedule))
+    plan = rounds.schedule(args.global_rate if args.scope == 'global' else rates,
+                           args.prune_rounds, spans, unit_rates, args.round_epochs,
+                           args.round_settings)
     results['rounds'] = []
-    kept = None  # (state, record) of the last round that stayed above --min-accuracy
-    for number, (round_rate, round_units) in enumerate(zip(schedule, unit_schedule, strict=True), 1):
+    kept = None  # (state, record, round) of the last round that stayed above --min-accuracy
+    for step in plan:
         round_started = time.time()
-        last = number == len(schedule)
-        tag = '' if len(schedule) == 1 else f' (round {number}/{len(schedule)})'
-        record = prune_round(model, args, round_rate, round_units)
+        number, last = step.number, step.last
+        tag = '' if len(plan) == 1 else f' (round {number}/{len(plan)})'
+        record = prune_round(model, args, step.rates, step.unit_rates)
         print(f'--- After pruning{tag} ---')
         util.print_nonzeros(model)
         if args.target_ratio is not None and not last and reaches(model, args.target_ratio):
@@ -502,10 +474,10 @@ def run(args, rates, spans=None, unit_rates=None):
                 print(f'target ratio {args.target_ratio}x reached: this is the last round')
                 last = True
         print(f'--- Retraining{tag} ---')
-        epochs = args.re_epochs if last else epochs_of_round(args, number)
+        epochs = args.re_epochs if last else step.epochs
         # The last round's epochs stand for the final ones: the network only shrinks
         # (a round may have none; then the one before stands).
-        epoch_seconds = train(model, data, round_args(args, number), epochs,
+        epoch_seconds = train(model, data, with_settings(args, step), epochs,
                               f'retrain{number}' if tag else 'retrain', generator, history) or epoch_seconds
         record['accuracy_after_retraining'] = util.test_with(model, args)
         record['alive'] = sum(nz for nz, _ in util.nonzero_counts(model).values())
@@ -517,15 +489,15 @@ def run(args, rates, spans=None, unit_rates=None):
             break
         below = args.min_accuracy is not None and record['accuracy_after_retraining'] < args.min_accuracy
         if below and kept is not None:
-            results['rounds'].append(back_to(model, kept, number - 1, args, data, generator, history))
+            results['rounds'].append(back_to(model, kept, args, data, generator, history))
             break
         if args.min_accuracy is not None and not below:
-            kept = (copy.deepcopy(model.state_dict()), record)  # only kept when it may come back
+            kept = (copy.deepcopy(model.state_dict()), record, step)  # only kept when it may come back
         if out_of_time(args, started, time.time() - round_started, epoch_seconds):
             print(f'another round would end past --time-limit {args.time_limit} minutes: '
                   f'round {number} is the last and gets {args.re_epochs} more epochs')
             results['rounds'].append(more_epochs(model, record | {'ended_by': 'time limit'},
-                                                 number, args, data, generator, history))
+                                                 step, args, data, generator, history))
             break
     save_model(model, args.save_model_path)
     results['accuracy_after_pruning'] = results['rounds'][-1]['accuracy_after_pruning']

@@ -25,13 +25,14 @@ from net.quantization import (
     validate_bits,
 )
 from recipe import datasets
+from recipe.rounds import round_rates, schedule
 from tests.conftest import ROOT, fake_mnist_dir
 from training import fit, make_optimizer
 
 
 # ---------------------------------------------------------------- iterative pruning
 def test_round_rates_shrink_geometrically_to_the_target():
-    rounds = pruning.round_rates({'fc1': 1, 'conv1': 64, 'fc3': 100}, 4)
+    rounds = round_rates({'fc1': 1, 'conv1': 64, 'fc3': 100}, 4)
     assert len(rounds) == 4
     assert rounds[-1] == pytest.approx({'fc1': 1, 'conv1': 64, 'fc3': 100})
     fc1 = [r['fc1'] for r in rounds]
@@ -41,10 +42,29 @@ def test_round_rates_shrink_geometrically_to_the_target():
 
 
 def test_round_spans_reach_the_rate_sooner_and_stay():
-    rounds = pruning.round_rates({'fc2': 1, 'conv1': 64}, 4, {'fc2': 0.5})
+    rounds = round_rates({'fc2': 1, 'conv1': 64}, 4, {'fc2': 0.5})
     assert [r['fc2'] for r in rounds] == pytest.approx([10, 1, 1, 1])
     assert [r['conv1'] for r in rounds] == pytest.approx(
-        [r['conv1'] for r in pruning.round_rates({'conv1': 64}, 4)])
+        [r['conv1'] for r in round_rates({'conv1': 64}, 4)])
+
+
+def test_the_schedule_gives_each_round_its_cut_epochs_and_settings():
+    plan = schedule({'conv1': 64, 'fc2': 1}, 4, {'fc2': 0.5}, {'fc1': 25}, [3, 6],
+                    {2: {'re_lr': 0.01}, 4: {'re_augment': 'flip'}})
+    assert [step.number for step in plan] == [1, 2, 3, 4]
+    assert [step.rates for step in plan] == round_rates({'conv1': 64, 'fc2': 1}, 4, {'fc2': 0.5})
+    assert [step.unit_rates['fc1'] for step in plan] == pytest.approx([25 ** (k / 4) * 100 ** (1 - k / 4)
+                                                                        for k in range(1, 5)])
+    assert [step.epochs for step in plan] == [3, 6, 6, 6]  # the last entry repeats
+    assert [step.settings for step in plan] == [  # a later round's add to (or replace) earlier ones
+        {}, {'re_lr': 0.01}, {'re_lr': 0.01}, {'re_lr': 0.01, 're_augment': 'flip'}]
+    assert [step.last for step in plan] == [False, False, False, True]
+
+
+def test_a_global_rate_or_a_cut_by_std_schedule_one_number_or_one_round():
+    assert [step.rates for step in schedule(1.0, 2)] == pytest.approx([10, 1])
+    (only,) = schedule(None, 5)  # prune_by_std: one cut, whatever --prune-rounds says
+    assert (only.rates, only.unit_rates, only.last) == (None, None, True)
 
 
 @pytest.mark.parametrize('text, message', [
@@ -56,7 +76,7 @@ def test_bad_round_spans_are_refused(text, message):
 
 
 def test_iterated_percentile_cuts_end_at_the_target_share(tiny):
-    for rates in pruning.round_rates({'conv1': 50, 'fc1': 10, 'fc2': 30}, 3):
+    for rates in round_rates({'conv1': 50, 'fc1': 10, 'fc2': 30}, 3):
         tiny.prune_by_percentile(rates)
     for name, layer in tiny.prunable_layers():
         kept = 100 * int(layer.weight.count_nonzero()) / layer.weight.numel()
