@@ -215,7 +215,7 @@ def parse_round_settings(text, parser):
 
 
 def with_settings(args, step):
-    """args as they hold for a round's retraining: its --round-settings applied."""
+    """args as they hold for a round's retraining: the --round-settings in effect then."""
     return argparse.Namespace(**(vars(args) | step.settings))
 
 

@@ -10,7 +10,7 @@ import torch
 
 from net.files import atomic_write
 from net.models import DATASETS, MODELS
-from recipe.datasets import OFFLINE_LAYOUTS, data_source, evaluate, model_split
+from recipe import datasets
 
 
 def log(content, filename='log.txt'):
@@ -27,7 +27,7 @@ def start_run(args, script, outputs, **settings):
     for flag, path in {'--log': args.log, **outputs}.items():
         if path is not None:
             check_output(path, flag.rstrip('/'), folder=flag.endswith('/'))
-    config = vars(args) | settings | {'data': data_source(args.data_dir, args.dataset)}
+    config = vars(args) | settings | {'data': datasets.data_source(args.data_dir, args.dataset)}
     print(f'config: {json.dumps(config)}')
     log(f'{script} config {json.dumps(config)}', args.log)
     return config
@@ -114,7 +114,8 @@ def add_data_arguments(parser, from_checkpoint):
     parser.add_argument('--dataset', choices=sorted(DATASETS), default=None if from_checkpoint
                         else 'cifar10', help=default or 'the data (default cifar10)')
     parser.add_argument('--data-dir', type=str, default=None, metavar='DIR',
-                        help=f'an offline copy instead of the torchvision download: {OFFLINE_LAYOUTS}')
+                        help='an offline copy instead of the torchvision download: '
+                             f'{datasets.OFFLINE_LAYOUTS}')
 
 
 # The valid range of every numeric flag, in whichever script has it: (lowest, highest,
@@ -234,9 +235,9 @@ def test(model, use_cuda=True, data_dir=None, subset=None):
     torchvision's copy in data/), subset images of it (None: all).
     """
     device = device_for(use_cuda)
-    images, labels = model_split(model, False, data_dir, subset, device)
+    images, labels = datasets.model_split(model, False, data_dir, subset, device)
     model.to(device)
-    loss, accuracy = evaluate(model, images, labels)
+    loss, accuracy = datasets.evaluate(model, images, labels)
     correct = round(accuracy * len(labels) / 100)
     print(f'Test set: Average loss: {loss:.4f}, Accuracy: {correct}/{len(labels)} ({accuracy:.2f}%)')
     return accuracy

@@ -9,7 +9,7 @@ class Round(NamedTuple):
     rates: dict | float | None  # percent kept after the cut: per layer, of all weights, or None (by std)
     unit_rates: dict | None  # percent of each layer's units kept after the cut
     epochs: int  # retraining epochs when this round is not the last
-    settings: dict  # the retraining settings that differ from the run's, from this round on
+    settings: dict  # the --round-settings in effect (its own and earlier rounds', later replacing earlier)
     last: bool  # the schedule's last round
 
 
