@@ -127,10 +127,10 @@ def _subset_indices(n, subset):
 def _torchvision(dataset, train, root=None):
     """(images [N, H, W, C] uint8, labels) of torchvision's copy: downloaded into data/,
     or read from root (which holds torchvision's own folder) without downloading."""
-    from torchvision import datasets
+    import torchvision.datasets
     try:
-        loaded = getattr(datasets, TORCHVISION[dataset])(root or 'data', train=train,
-                                                         download=root is None)
+        loaded = getattr(torchvision.datasets, TORCHVISION[dataset])(root or 'data', train=train,
+                                                                     download=root is None)
     except Exception as err:  # no network, bad archive: say how to work offline
         if root is not None:  # torchvision checks every file's MD5 before reading it
             raise DataError(f'{root} does not hold an intact copy of torchvision\'s {dataset} '
@@ -295,12 +295,12 @@ def read_idx(path):
 
 
 def _image_folder(root, subset, channels, side, dataset):
+    import torchvision.datasets
     from PIL import Image
-    from torchvision import datasets
     if not os.path.isdir(root):
         raise DataError(f'{root} not found: --data-dir DIR takes {OFFLINE_LAYOUTS}')
     try:
-        folder = datasets.ImageFolder(root)
+        folder = torchvision.datasets.ImageFolder(root)
     except OSError as err:  # a class folder without images, say
         raise DataError(f'{root}: {err}') from None
     if len(folder.classes) != DATASETS[dataset].classes:  # else a silently wrong model
