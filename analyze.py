@@ -25,7 +25,7 @@ from net.analysis import bits_sensitivity, check_cut, extra_cut, prune_sensitivi
 from net.checkpoint import CheckpointError, load_model
 from net.container import ContainerError, load_compressed
 from net.files import atomic_write
-from recipe import datasets
+from recipe import datasets, rounds
 
 KEPT_PERCENTS = (100, 80, 60, 40, 30, 20, 10, 5, 2, 1, 0.5)
 BIT_WIDTHS = (8, 7, 6, 5, 4, 3, 2, 1)
@@ -206,7 +206,7 @@ def cut_and_retrain(model, cut, training, data, args):
                                                   for _, m in cut_model.prunable_layers()),
            'accuracy_after_cut': after_cut,
            'accuracy_retrained': util.test_with(cut_model, args)}
-    shared = pruning.shared_copy_report(cut_model, args)
+    shared = rounds.shared_copy(cut_model, lambda shared: util.test_with(shared, args))
     return row | {'accuracy_shared': shared['shared_accuracy'],
                   'bytes': shared['shared_bytes'], 'ratio': shared['shared_ratio']}
 

@@ -5,12 +5,7 @@ Writes saves/initial_model.ptmodel (the --load-model-path) and
 saves/model_after_retraining.ptmodel (the --save-model-path).
 """
 import argparse
-import contextlib
-import copy
-import io
 import json
-import os
-import tempfile
 import time
 
 import torch
@@ -18,10 +13,8 @@ import torch
 import util
 from net.checkpoint import CheckpointError, load_model, save_model
 from net.compact import compact_copy, parameter_count, write_back
-from net.huffmancoding import huffman_encode_model, minimum_compressed_bytes
 from net.models import build_model
 from net.prune import validate_rates
-from net.quantization import apply_weight_sharing
 from net.report import format_report, pruning_report
 from net.structured import CONV_GRANULARITIES, FC_GRANULARITIES, NORMS, SCOPES, prune_structured
 from recipe import datasets, rounds
@@ -353,29 +346,36 @@ def prune_round(model, args, rates, unit_rates=None):
     return record
 
 
-def shared_copy_report(model, args, test=True):
-    """Homework-format ratio (and accuracy, if test) of a 5-bit weight-shared copy of model."""
-    shared = copy.deepcopy(model).cpu()
-    apply_weight_sharing(shared, 5)
-    with tempfile.TemporaryDirectory() as directory:
-        with contextlib.redirect_stdout(io.StringIO()):
-            total = huffman_encode_model(shared, os.path.join(directory, 'enc'), None)[-1]
-    report = {'shared_ratio': total['original'] / total['compressed'],
-              'shared_bytes': total['compressed']}
-    accuracy = ''
-    if test:
-        report['shared_accuracy'] = util.test_with(shared, args)
-        accuracy = f"{report['shared_accuracy']:.2f}%, "
-    print(f"if weight-shared now: {accuracy}{report['shared_ratio']:.2f}x "
-          f"({report['shared_bytes']} bytes)")
-    return report
+def round_steps(model, args, data, generator, history, plan):
+    """What each round of plan does to model: the flags' cut, retraining with the round's
+    settings, testing, and logging."""
+    def retrain(step, epochs):
+        phase = 'retrain' if len(plan) == 1 else f'retrain{step.number}'
+        return train(model, data, with_settings(args, step), epochs, phase, generator, history)
+
+    def describe():
+        record = {'alive': sum(nz for nz, _ in util.nonzero_counts(model).values())}
+        if args.round_report:
+            record |= rounds.shared_copy(model, lambda shared: util.test_with(shared, args))
+        return record
+
+    return rounds.Steps(
+        cut=lambda step: prune_round(model, args, step.rates, step.unit_rates),
+        train=retrain, evaluate=lambda: util.test_with(model, args), describe=describe,
+        log=lambda number, record: util.log(f'round {number} {json.dumps(record)}', args.log))
 
 
-def reaches(model, target_ratio):
-    """False when even the format's lower bound on the bytes misses target_ratio (then
-    the costly k-means + encoding of shared_copy_report is skipped)."""
-    dense = sum(p.numel() * 4 for p in model.parameters())
-    return dense / minimum_compressed_bytes(model) >= target_ratio
+def stop_rules(args, started, epoch_seconds):
+    """The stop rules the flags ask for, in the order they are asked (a fall below the
+    floor goes back even when time has also run out)."""
+    rules = []
+    if args.target_ratio is not None:
+        rules.append(rounds.TargetRatio(args.target_ratio))
+    if args.min_accuracy is not None:
+        rules.append(rounds.AccuracyFloor(args.min_accuracy, args.re_epochs))
+    if args.time_limit is not None:
+        rules.append(rounds.TimeLimit(args.time_limit, args.re_epochs, started, epoch_seconds))
+    return rules
 
 
 def layer_report(model):
@@ -391,36 +391,6 @@ def main(argv=None):
         run(args, *parse_schedules(args, layers))  # refused now, not after the training
     except (ValueError, CheckpointError, datasets.DataError) as err:
         util.fail(err)
-
-
-def back_to(model, kept, args, data, generator, history):
-    """Restore the kept round's retrained model (weights and masks), retrain it for
-    --re-epochs; return its record."""
-    state, record, step = kept
-    print(f'accuracy below --min-accuracy {args.min_accuracy}%: back to round {step.number}, '
-          f'which gets {args.re_epochs} more epochs')
-    model.load_state_dict(state)
-    return more_epochs(model, record | {'back_to_round': step.number}, step, args, data,
-                       generator, history)
-
-
-def more_epochs(model, record, step, args, data, generator, history):
-    """Retrain the model of round `step` for --re-epochs; return its updated record."""
-    train(model, data, with_settings(args, step), args.re_epochs, f'retrain{step.number}',
-          generator, history)
-    record = record | {'round': step.number,
-                       'accuracy_after_retraining': util.test_with(model, args)}
-    util.log(f'round {step.number} {json.dumps(record)}', args.log)
-    return record
-
-
-def out_of_time(args, started, round_seconds, epoch_seconds):
-    """Whether another round like the last one, plus --re-epochs, would end past
-    --time-limit (rounds only get cheaper as the network shrinks)."""
-    if args.time_limit is None:
-        return False
-    finish = time.time() + round_seconds + args.re_epochs * epoch_seconds
-    return finish > started + 60 * args.time_limit
 
 
 def run(args, rates, spans=None, unit_rates=None):
@@ -456,49 +426,8 @@ def run(args, rates, spans=None, unit_rates=None):
     plan = rounds.schedule(args.global_rate if args.scope == 'global' else rates,
                            args.prune_rounds, spans, unit_rates, args.round_epochs,
                            args.round_settings)
-    results['rounds'] = []
-    kept = None  # (state, record, round) of the last round that stayed above --min-accuracy
-    for step in plan:
-        round_started = time.time()
-        number, last = step.number, step.last
-        tag = '' if len(plan) == 1 else f' (round {number}/{len(plan)})'
-        record = prune_round(model, args, step.rates, step.unit_rates)
-        print(f'--- After pruning{tag} ---')
-        util.print_nonzeros(model)
-        if args.target_ratio is not None and not last and reaches(model, args.target_ratio):
-            # The size follows from the zero pattern, fixed from here on: decide now
-            # whether this round is the last, so that it gets the full retraining.
-            ratio = shared_copy_report(model, args, test=False)['shared_ratio']
-            record['ratio_after_pruning'] = ratio
-            if ratio >= args.target_ratio:
-                print(f'target ratio {args.target_ratio}x reached: this is the last round')
-                last = True
-        print(f'--- Retraining{tag} ---')
-        epochs = args.re_epochs if last else step.epochs
-        # The last round's epochs stand for the final ones: the network only shrinks
-        # (a round may have none; then the one before stands).
-        epoch_seconds = train(model, data, with_settings(args, step), epochs,
-                              f'retrain{number}' if tag else 'retrain', generator, history) or epoch_seconds
-        record['accuracy_after_retraining'] = util.test_with(model, args)
-        record['alive'] = sum(nz for nz, _ in util.nonzero_counts(model).values())
-        if args.round_report:
-            record |= shared_copy_report(model, args)
-        results['rounds'].append(record)
-        util.log(f'round {number} {json.dumps(record)}', args.log)
-        if last:
-            break
-        below = args.min_accuracy is not None and record['accuracy_after_retraining'] < args.min_accuracy
-        if below and kept is not None:
-            results['rounds'].append(back_to(model, kept, args, data, generator, history))
-            break
-        if args.min_accuracy is not None and not below:
-            kept = (copy.deepcopy(model.state_dict()), record, step)  # only kept when it may come back
-        if out_of_time(args, started, time.time() - round_started, epoch_seconds):
-            print(f'another round would end past --time-limit {args.time_limit} minutes: '
-                  f'round {number} is the last and gets {args.re_epochs} more epochs')
-            results['rounds'].append(more_epochs(model, record | {'ended_by': 'time limit'},
-                                                 step, args, data, generator, history))
-            break
+    results['rounds'] = rounds.run(model, plan, round_steps(model, args, data, generator, history, plan),
+                                   stop_rules(args, started, epoch_seconds), args.re_epochs)
     save_model(model, args.save_model_path)
     results['accuracy_after_pruning'] = results['rounds'][-1]['accuracy_after_pruning']
     results['accuracy_after_retraining'] = results['rounds'][-1]['accuracy_after_retraining']

@@ -1,9 +1,7 @@
 """Faster training: the compact copy of a pruned network (net/compact.py), bfloat16
-autocast, fused optimizers and pruning.py's --time-limit."""
+autocast, fused optimizers, and the parsing of --round-settings and --round-epochs."""
 import copy
-import importlib.util
 import json
-import os
 
 import pytest
 import torch
@@ -13,8 +11,6 @@ from torch import nn
 import pruning
 from net.compact import compact_copy, parameter_count, write_back
 from net.prune import PruningModule, set_mask
-from recipe import datasets
-from tests.conftest import ROOT
 from training import fit, make_optimizer
 
 
@@ -177,119 +173,7 @@ def test_optimizers_on_the_cpu_are_fused(tiny, name):
     assert optimizer.defaults['fused'] is True
 
 
-# ---------------------------------------------------------------- --time-limit
-def test_out_of_time_judges_by_the_last_round():
-    args = pruning.parse_args(['--time-limit', '10', '--re-epochs', '4'])
-    now = pruning.time.time()
-    assert not pruning.out_of_time(args, now - 300, round_seconds=100, epoch_seconds=40)  # 9.3 min
-    assert pruning.out_of_time(args, now - 300, round_seconds=100, epoch_seconds=60)  # 10.7 min
-    assert not pruning.out_of_time(pruning.parse_args([]), now - 1e6, 1e6, 1e6)
-
-
-
-def tables():
-    """docs/tables.py as a module."""
-    spec = importlib.util.spec_from_file_location('tables', os.path.join(ROOT, 'docs', 'tables.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def fake_rounds(monkeypatch, accuracies, out_of_time, seconds=None, judged=None):
-    """Stub out training, testing and data for pruning.run; return the list that collects
-    the epochs of every train() call. accuracies: what util.test returns in turn (initial,
-    then per round after pruning and after retraining); out_of_time: what out_of_time
-    returns after each round; seconds: what train() returns in turn (default 1.0 s per
-    epoch); judged, a list: collects the epoch seconds out_of_time is given."""
-    epochs = []
-    seconds = iter(seconds) if seconds is not None else None
-    monkeypatch.setattr(pruning, 'train', lambda model, data, args, n, *a, **k:
-                        epochs.append(n) or (next(seconds) if seconds else 1.0))
-    answers = iter(accuracies)
-    monkeypatch.setattr(pruning.util, 'test', lambda *a, **k: next(answers))
-    fake = torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.long)
-    monkeypatch.setattr(datasets, 'model_split', lambda *a: fake)
-    times = iter(out_of_time)
-    monkeypatch.setattr(pruning, 'out_of_time', lambda *a: (judged is not None and judged.append(a[-1]))
-                        or next(times))
-    return epochs
-
-
-def run_rounds(tmp_path, *flags):
-    args = pruning.parse_args(['--prune-rounds', '5', '--re-epochs', '7', '--time-limit', '60',
-                               '--log', str(tmp_path / 'log.txt'),
-                               '--save-model-path', str(tmp_path / 'final.ptmodel'),
-                               '--load-model-path', str(tmp_path / 'initial.ptmodel'), *flags])
-    with torch.device('meta'):
-        rates = pruning.parse_rates('{"fc2": 1}', pruning.build_model())
-    pruning.run(args, rates)
-    return args, json.loads((tmp_path / 'log.pruning.json').read_text())
-
-
-def test_time_limit_ends_the_rounds_with_the_final_epochs(tmp_path, monkeypatch):
-    epochs = fake_rounds(monkeypatch, [70] + [60] * 5, out_of_time=[False, True])
-    args, pruning_log = run_rounds(tmp_path)
-    assert epochs == [args.epochs, 2, 2, 7]  # time runs out after round 2
-    assert [r.get('ended_by') for r in pruning_log['rounds']] == [None, None, 'time limit']
-    assert tables().rounds(pruning_log)[-1].startswith('| 2, final epochs (time limit) |')
-    saved = torch.load(tmp_path / 'final.ptmodel', weights_only=False)
-    kept = 100 * int(saved.fc2.weight.count_nonzero()) / saved.fc2.weight.numel()
-    assert kept == pytest.approx(100 * 0.01 ** (2 / 5), rel=1e-3)  # round 2's share
-
-
-def test_below_the_floor_goes_back_even_when_out_of_time(tmp_path, monkeypatch):
-    # Round 2 retrains to 40%, under the floor, when time has also run out: round 1
-    # (65%) comes back for the final epochs, as without a time limit.
-    epochs = fake_rounds(monkeypatch, [70, 60, 65, 55, 40, 62], out_of_time=[False, True])
-    args, pruning_log = run_rounds(tmp_path, '--min-accuracy', '50')
-    assert epochs == [args.epochs, 2, 2, 7]
-    rounds = pruning_log['rounds']
-    assert [r.get('back_to_round') for r in rounds] == [None, None, 1]
-    assert 'ended_by' not in rounds[-1] and rounds[-1]['accuracy_after_retraining'] == 62
-
-
-def test_rounds_get_their_listed_epochs_and_the_last_entry_repeats(tmp_path, monkeypatch):
-    epochs = fake_rounds(monkeypatch, [70] + [60] * 10, out_of_time=[False] * 5)
-    args, _ = run_rounds(tmp_path, '--round-epochs', '[1, 3]')
-    assert epochs == [args.epochs, 1, 3, 3, 3, 7]  # round 5 is the last: --re-epochs
-
-
-def test_the_time_limit_judges_the_final_epochs_by_the_last_rounds_epochs(tmp_path, monkeypatch):
-    # Initial epochs take 50 s, round epochs 20 s, 10 s, (none), 8 s: the final epochs run
-    # on the last round's network, so its time counts, not the slow initial epochs'.
-    judged = []
-    fake_rounds(monkeypatch, [70] + [60] * 10, out_of_time=[False] * 4,
-                seconds=[50.0, 20.0, 10.0, 0.0, 8.0, 7.0], judged=judged)
-    run_rounds(tmp_path, '--round-epochs', '[3, 3, 0, 3]')
-    assert judged == [20.0, 10.0, 10.0, 8.0]  # round 3 has no epochs: round 2's stand
-
-
-def record_settings(monkeypatch):
-    """Collect (epochs, re_augment, re_lr) of every train() call (after fake_rounds)."""
-    calls = []
-    monkeypatch.setattr(pruning, 'train', lambda model, data, args, n, *a, **k:
-                        calls.append((n, args.re_augment, args.re_lr)) or 1.0)
-    return calls
-
-
-def test_round_settings_hold_from_their_round_on(tmp_path, monkeypatch):
-    fake_rounds(monkeypatch, [70] + [60] * 10, out_of_time=[False] * 5)
-    calls = record_settings(monkeypatch)
-    run_rounds(tmp_path, '--round-settings', '{"2": {"re_augment": "flip"}, "4": {"re_lr": 0.01}}')
-    assert calls[1:] == [(2, 'crop-flip', 3e-4), (2, 'flip', 3e-4), (2, 'flip', 3e-4),
-                         (2, 'flip', 0.01), (7, 'flip', 0.01)]  # round 5 is the last
-
-
-def test_a_round_that_comes_back_keeps_its_own_settings(tmp_path, monkeypatch):
-    # Round 3 falls below the floor: round 2 gets the final epochs with round 2's settings.
-    fake_rounds(monkeypatch, [70, 60, 65, 55, 62, 30, 40, 61], out_of_time=[False] * 5)
-    calls = record_settings(monkeypatch)
-    run_rounds(tmp_path, '--min-accuracy', '50', '--round-settings',
-               '{"2": {"re_augment": "flip"}, "3": {"re_augment": "none"}}')
-    assert calls[1:] == [(2, 'crop-flip', 3e-4), (2, 'flip', 3e-4), (2, 'none', 3e-4),
-                         (7, 'flip', 3e-4)]
-
-
+# ---------------------------------------------------------------- round settings
 def test_round_settings_come_from_a_recipe(tmp_path):
     path = tmp_path / 'recipe.json'
     path.write_text(json.dumps({'pruning': {'round_settings': {'15': {'re_augment': 'flip',

@@ -1,4 +1,4 @@
-"""The recipe tools: iterative schedules, dead-unit removal, recipe files, centroid
+"""The recipe tools: iterative cuts, dead-unit removal, recipe files, centroid
 initialisations, trained quantization and the sensitivity analyses."""
 import builtins
 import csv
@@ -25,48 +25,12 @@ from net.quantization import (
     validate_bits,
 )
 from recipe import datasets
-from recipe.rounds import round_rates, schedule
+from recipe.rounds import round_rates
 from tests.conftest import ROOT, fake_mnist_dir
 from training import fit, make_optimizer
 
 
 # ---------------------------------------------------------------- iterative pruning
-def test_round_rates_shrink_geometrically_to_the_target():
-    rounds = round_rates({'fc1': 1, 'conv1': 64, 'fc3': 100}, 4)
-    assert len(rounds) == 4
-    assert rounds[-1] == pytest.approx({'fc1': 1, 'conv1': 64, 'fc3': 100})
-    fc1 = [r['fc1'] for r in rounds]
-    assert fc1 == pytest.approx([100 * 0.01 ** (k / 4) for k in range(1, 5)])
-    assert [r['conv1'] for r in rounds] == pytest.approx([64 ** (k / 4) * 100 ** (1 - k / 4)
-                                                          for k in range(1, 5)])
-
-
-def test_round_spans_reach_the_rate_sooner_and_stay():
-    rounds = round_rates({'fc2': 1, 'conv1': 64}, 4, {'fc2': 0.5})
-    assert [r['fc2'] for r in rounds] == pytest.approx([10, 1, 1, 1])
-    assert [r['conv1'] for r in rounds] == pytest.approx(
-        [r['conv1'] for r in round_rates({'conv1': 64}, 4)])
-
-
-def test_the_schedule_gives_each_round_its_cut_epochs_and_settings():
-    plan = schedule({'conv1': 64, 'fc2': 1}, 4, {'fc2': 0.5}, {'fc1': 25}, [3, 6],
-                    {2: {'re_lr': 0.01}, 4: {'re_augment': 'flip'}})
-    assert [step.number for step in plan] == [1, 2, 3, 4]
-    assert [step.rates for step in plan] == round_rates({'conv1': 64, 'fc2': 1}, 4, {'fc2': 0.5})
-    assert [step.unit_rates['fc1'] for step in plan] == pytest.approx([25 ** (k / 4) * 100 ** (1 - k / 4)
-                                                                        for k in range(1, 5)])
-    assert [step.epochs for step in plan] == [3, 6, 6, 6]  # the last entry repeats
-    assert [step.settings for step in plan] == [  # a later round's add to (or replace) earlier ones
-        {}, {'re_lr': 0.01}, {'re_lr': 0.01}, {'re_lr': 0.01, 're_augment': 'flip'}]
-    assert [step.last for step in plan] == [False, False, False, True]
-
-
-def test_a_global_rate_or_a_cut_by_std_schedule_one_number_or_one_round():
-    assert [step.rates for step in schedule(1.0, 2)] == pytest.approx([10, 1])
-    (only,) = schedule(None, 5)  # prune_by_std: one cut, whatever --prune-rounds says
-    assert (only.rates, only.unit_rates, only.last) == (None, None, True)
-
-
 @pytest.mark.parametrize('text, message', [
     ('{"fc9": 0.5}', 'must map layer names'), ('{"fc2": 0}', 'above 0 and at most 1'),
     ('[1]', 'must map layer names'), ('{"fc2": 0.5', 'not valid JSON')])
@@ -229,23 +193,6 @@ def test_bad_unit_rates_are_refused(tiny, text, message):
         pruning.parse_unit_rates(text, tiny)
 
 
-def test_unit_rates_follow_the_round_schedule(tmp_path, monkeypatch):
-    from tests.test_compact import fake_rounds
-    fake_rounds(monkeypatch, [70] + [60] * 8, out_of_time=[False] * 3)
-    args = pruning.parse_args(['--prune-rounds', '4', '--re-epochs', '1', '--log', str(tmp_path / 'log.txt'),
-                               '--save-model-path', str(tmp_path / 'final.ptmodel'),
-                               '--load-model-path', str(tmp_path / 'initial.ptmodel'),
-                               '--unit-rates', '{"fc2": 1}', '--round-spans', '{"fc2": 0.5}'])
-    model = AlexNet()
-    pruning.run(args, pruning.parse_rates('{"fc3": 100}', model), {'fc2': 0.5},
-                pruning.parse_unit_rates(args.unit_rates, model))
-    rounds = json.loads((tmp_path / 'log.pruning.json').read_text())['rounds']
-    assert [r['unit_rates']['fc2'] for r in rounds] == pytest.approx([10, 1, 1, 1])
-    saved = torch.load(tmp_path / 'final.ptmodel', weights_only=False)
-    live = int((saved.fc3.weight != 0).any(0).sum())
-    assert live == round(4096 * 0.01)  # fc2's units that fc3 still reads
-
-
 def test_extra_cuts_are_relative_to_what_is_left(tiny):
     tiny.prune_by_percentile({'conv1': 50, 'fc1': 100, 'fc2': 100})
     with torch.no_grad():
@@ -405,34 +352,6 @@ def test_bad_recipes_are_one_clear_error(tmp_path, capsys, recipe, message):
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith('error: ') and message in err and '\n' not in err
-
-
-def test_min_accuracy_goes_back_to_the_last_good_round(tmp_path, monkeypatch):
-    # Accuracies after: initial, then per round (pruning, retraining); round 3 falls below
-    # 50%, so round 2's model comes back for --re-epochs and is what gets saved.
-    accuracies = iter([70, 60, 65, 55, 60, 30, 45, 62])
-    monkeypatch.setattr(pruning.util, 'test', lambda *a, **k: next(accuracies))
-    epochs = []
-    monkeypatch.setattr(pruning, 'train', lambda model, data, args, n, *a, **k: epochs.append(n) or 1.0)
-    fake = torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.long)
-    monkeypatch.setattr(datasets, 'model_split', lambda *a: fake)
-    states = []
-    real_back_to = pruning.back_to
-    monkeypatch.setattr(pruning, 'back_to', lambda model, kept, *a: states.append(kept[0]) or
-                        real_back_to(model, kept, *a))
-    args = pruning.parse_args(['--prune-rounds', '5', '--min-accuracy', '50', '--re-epochs', '7',
-                               '--log', str(tmp_path / 'log.txt'),
-                               '--save-model-path', str(tmp_path / 'final.ptmodel'),
-                               '--load-model-path', str(tmp_path / 'initial.ptmodel')])
-    pruning.run(args, pruning.parse_rates('{"fc2": 1}', AlexNet()))
-    assert epochs == [args.epochs, 2, 2, 2, 7]  # rounds 1-3, then round 2 again
-    saved = torch.load(tmp_path / 'final.ptmodel', weights_only=False)
-    assert torch.equal(saved.fc2.weight_mask, states[0]['fc2.weight_mask'])
-    kept = 100 * int(saved.fc2.weight.count_nonzero()) / saved.fc2.weight.numel()
-    assert kept == pytest.approx(100 * 0.01 ** (2 / 5), rel=1e-3)  # round 2's share
-    rounds = json.loads((tmp_path / 'log.pruning.json').read_text())['rounds']
-    assert [r.get('back_to_round') for r in rounds] == [None, None, None, 2]
-    assert rounds[-1]['accuracy_after_retraining'] == 62
 
 
 @pytest.mark.parametrize('script, argv, message', [
