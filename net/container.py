@@ -57,17 +57,8 @@ import zlib
 import numpy as np
 import torch
 
+from .codec import HuffmanCode, HuffmanFormatError, bit_windows, pack_codes, read_varint, varint
 from .files import atomic_write
-from .huffmancoding import (
-    HuffmanFormatError,
-    bit_windows,
-    canonical_codes,
-    codeword_starts,
-    huffman_code_lengths,
-    pack_codes,
-    read_varint,
-    varint,
-)
 from .models import DATASETS, MODELS, build_model
 from .prune import set_mask, units_read
 from .quantization import check_bits, share_weights
@@ -479,32 +470,18 @@ def _gap_codes(positions):
     return buckets, gaps - (np.uint64(1) << buckets.astype(np.uint64))
 
 
-def _limited_lengths(counts):
-    """Huffman code lengths of at most MAX_CODE_LENGTH bits (0 for a one-symbol
-    alphabet: its symbol needs no bits). Counts are halved until the code fits, which
-    ends at worst in a balanced code."""
-    counts = np.maximum(np.asarray(counts, dtype=np.int64), 1)
-    if len(counts) <= 1:
-        return np.zeros(len(counts), dtype=np.int64)
-    while True:
-        lengths = huffman_code_lengths(counts)
-        if lengths.max() <= MAX_CODE_LENGTH:
-            return lengths
-        counts = (counts + 1) // 2
-
-
 # ---------------------------------------------------------------- bit streams
 class CodeTable:
-    """A canonical code over the present symbols of an alphabet (symbol -> code, length)."""
+    """A canonical Huffman code over the present symbols of an alphabet, and each
+    symbol's code and length (0 for absent ones)."""
 
     def __init__(self, present, lengths):
         self.symbols = np.flatnonzero(present)
+        self.code = HuffmanCode(lengths)  # over the present symbols, in order
         self.lengths = np.zeros(len(present), dtype=np.int64)
-        self.lengths[self.symbols] = lengths
+        self.lengths[self.symbols] = self.code.lengths
         self.codes = np.zeros(len(present), dtype=np.uint64)
-        self.order = np.arange(len(self.symbols))  # present symbols in canonical order
-        if len(self.symbols) > 1:
-            self.codes[self.symbols], self.order = canonical_codes(np.asarray(lengths, dtype=np.int64))
+        self.codes[self.symbols] = self.code.codes
 
 
 class BitWriter:
@@ -527,7 +504,7 @@ class BitWriter:
         present = np.asarray(counts) > 0 if sparse else np.ones(len(counts), dtype=bool)
         if sparse and len(present) > 1:
             self.raw(present, np.ones(len(present)))
-        lengths = _limited_lengths(np.asarray(counts)[present])
+        lengths = HuffmanCode.from_counts(np.asarray(counts)[present], MAX_CODE_LENGTH).lengths
         if len(lengths) > 1:
             self.raw(lengths, np.full(len(lengths), LENGTH_BITS))
         return CodeTable(present, lengths)
@@ -600,14 +577,11 @@ class BitReader:
         """n symbols of table's code."""
         if n and not len(table.symbols):
             raise Corrupt(f'{n} symbols from an empty alphabet')
-        if len(table.symbols) <= 1 or n == 0:
+        if len(table.symbols) <= 1 or n == 0:  # no bits to read (and no packing of the rest)
             return np.full(n, table.symbols[0] if n else 0, dtype=np.int64)
-        canonical = table.symbols[table.order]
-        lengths = table.lengths[canonical]
-        body = np.packbits(self.bits[self.pos:]).tobytes()
-        starts, leaf = codeword_starts(body, lengths, table.codes[canonical], n, 'bit stream')
-        self.pos += int(starts[-1] + lengths[leaf[-1]])
-        return canonical[leaf]
+        index, used = table.code.decode(np.packbits(self.bits[self.pos:]).tobytes(), n, 'bit stream')
+        self.pos += used
+        return table.symbols[index]
 
     def floats(self, n, dtype):
         """n values that BitWriter.floats wrote as dtype, as float32."""

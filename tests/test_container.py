@@ -384,15 +384,6 @@ def test_gap_codes_are_exact_around_powers_of_two(top):
     assert (extra < (np.uint64(1) << buckets.astype(np.uint64))).all()
 
 
-def test_code_lengths_are_limited_and_complete():
-    fibonacci = [1, 1]
-    while len(fibonacci) < 40:
-        fibonacci.append(fibonacci[-1] + fibonacci[-2])
-    lengths = container._limited_lengths(np.array(fibonacci))
-    assert lengths.max() <= container.MAX_CODE_LENGTH
-    assert np.sum(2.0 ** -lengths) == 1.0
-
-
 FLOAT_EDGES = [0.0, -0.0, 1.0, -1.0, 1e-45, -1e-45, 1.1754944e-38, 3.4028235e38, -3.4028235e38,
                0.1, 2.0 ** -60, 123456.789,
                2.0 ** -24, -(2.0 ** -20), 65504.0, -65504.0]  # float16: subnormals, largest

@@ -13,7 +13,6 @@ from net.huffmancoding import (
     check_replaceable,
     decode_stream,
     encode_stream,
-    huffman_code_lengths,
     huffman_decode,
     huffman_decode_fc,
     huffman_decode_model,
@@ -68,13 +67,6 @@ def test_tree_costs_one_bit_per_node_and_32_per_leaf():
     tree, _ = encode_stream(arr)
     header = 2 + 1 + 1
     assert len(tree) - header == -(-(5 + 3 * 32) // 8)
-
-
-def test_code_lengths_are_optimal():
-    counts = np.array([45, 13, 12, 16, 9, 5])  # the textbook example
-    lengths = huffman_code_lengths(counts)
-    assert (counts * lengths).sum() == 224
-    assert (2.0 ** -lengths).sum() == 1  # a complete prefix code
 
 
 @settings(max_examples=60, deadline=None)
@@ -264,40 +256,6 @@ def test_an_output_path_that_is_a_file_is_refused(shared_alexnet, tmp_path):
     with pytest.raises(HuffmanFormatError, match='is a file, not a folder for the encodings'):
         huffman_encode_model(shared_alexnet, tmp_path / 'enc', None)
     assert (tmp_path / 'enc').read_bytes() == b'precious'
-
-
-def stream_parts(arr):
-    """(body, lengths, leaf lookup, max length, n) of an encoded stream, for the decoders."""
-    from net import huffmancoding as hc
-    tree, stream = encode_stream(arr)
-    _, n_leaves, tree_pos = hc._read_header(tree, hc.TREE_MAGIC, 'tree')
-    _, lengths, codes = hc._decode_tree(tree[tree_pos:], n_leaves, 'tree')
-    _, n, pos = hc._read_header(stream, hc.STREAM_MAGIC, 'stream')
-    max_length = int(lengths.max())
-    return stream[pos:], lengths, hc._leaf_lookup(lengths, codes, max_length), max_length, n
-
-
-@pytest.mark.parametrize('arr', [
-    rng.integers(0, 4000, 50_000).astype(np.int32),                   # near fixed length
-    np.minimum(rng.geometric(0.2, 60_000), 40).astype(np.int32),      # skewed, resyncs fast
-    np.minimum(rng.zipf(1.3, 30_000), 3000).astype(np.int32),         # long tail, long codes
-    (rng.random(100_000) < 0.05).astype(np.int32) * 3,                # two symbols
-], ids=['near-fixed', 'geometric', 'zipf', 'two-symbols'])
-def test_lane_decoder_finds_the_same_codewords_as_jump_tables(arr):
-    from net import huffmancoding as hc
-    parts = stream_parts(arr)
-    by_jumps = hc._starts_by_jumps(*parts)
-    by_lanes = hc._starts_by_lanes(*parts)
-    assert by_lanes is not None
-    assert np.array_equal(by_lanes[:len(arr)], by_jumps)
-
-
-def test_lane_decoder_falls_back_when_lanes_do_not_resynchronise(monkeypatch):
-    from net import huffmancoding as hc
-    arr = rng.integers(0, 4000, 50_000).astype(np.int32)
-    monkeypatch.setattr(hc, 'LANE_ROUNDS', 0)
-    assert hc._starts_by_lanes(*stream_parts(arr)) is None
-    assert bits_equal(decode_stream(*encode_stream(arr)), arr)  # through the jump tables
 
 
 @pytest.mark.parametrize('n', range(9460, 9480))
