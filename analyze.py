@@ -19,13 +19,14 @@ import sys
 import numpy as np
 import torch
 
-import pruning
 import util
 from net.analysis import bits_sensitivity, check_cut, extra_cut, prune_sensitivity
 from net.checkpoint import CheckpointError, load_model
 from net.container import ContainerError, load_compressed
 from net.files import atomic_write
-from recipe import datasets, rounds
+from recipe import datasets, rounds, settings
+from recipe.settings import Setting
+from recipe.training import train
 
 KEPT_PERCENTS = (100, 80, 60, 40, 30, 20, 10, 5, 2, 1, 0.5)
 BIT_WIDTHS = (8, 7, 6, 5, 4, 3, 2, 1)
@@ -40,77 +41,54 @@ STAGES = (('before pruning', 'saves/initial_model.ptmodel', 'pruning.py'),
           ('after weight sharing', 'saves/model_after_weight_sharing.ptmodel', 'weight_share.py'))
 
 
+COMMON = [
+    Setting('--out', None, metavar='PATH', help='output path without extension (default docs/<command>)'),
+    Setting('--data-dir', None, metavar='DIR'),
+    Setting('--subset', None, int, 'evaluate on N test images only (faster, noisier)', 'N', low=1),
+    Setting('--no-cuda', False, bool),
+]
+COMMANDS = {
+    'sensitivity': ('accuracy with each layer alone pruned to each kept percent', [
+        Setting('--load-model-path', 'saves/initial_model.ptmodel'),
+        Setting('--kept', KEPT_PERCENTS, settings.comma_list(float), 'comma-separated percents '
+                'kept, default ' + ','.join(map(str, KEPT_PERCENTS)), 'LIST')]),
+    'bits': ('accuracy with each layer alone weight-shared at each bit width', [
+        Setting('--load-model-path', 'saves/model_after_retraining.ptmodel'),
+        Setting('--bits', BIT_WIDTHS, settings.comma_list(int), 'comma-separated bit widths, '
+                'default ' + ','.join(map(str, BIT_WIDTHS)), 'LIST')]),
+    'distribution': ("one layer's non-zero weights before pruning, after pruning, after sharing", [
+        Setting('--layer', 'fc2'), Setting('--bins', 200, int, low=1)]),
+    'cuts': ('a finished model cut further in each way given, retrained, then weight-shared: '
+             'accuracy and homework-format bytes of each', [
+        Setting('--load-model-path', 'saves/model_after_retraining.ptmodel',
+                help='a pruning.py checkpoint or a .dcz file'),
+        Setting('--cuts', [json.loads(text) for text in CUTS], settings.json_object('a cut', CUTS[1]),
+                'each a JSON object: {"units": {layer: percent of its live units kept}, '
+                '"weights": {layer: percent of its non-zero weights kept}}; {} retrains only. '
+                'Default: ' + ' '.join(CUTS), 'JSON', many=True),
+        Setting('--retrain', [{}], settings.json_object('a retraining', RETRAIN_EXAMPLE),
+                'retraining settings to compare, each a JSON object of pruning.py settings as a '
+                f'recipe names them, e.g. {RETRAIN_EXAMPLE}, over those of --config; every cut is '
+                "retrained with each. Default: {} (--config's)", 'JSON', many=True),
+        Setting('--epochs', 8, int, 'retraining epochs after each cut', low=0),
+        Setting('--config', None, metavar='FILE', help="a recipe whose pruning section sets the "
+                "retraining (optimizer, learning rate, bf16, compact training; not its "
+                "round_settings); default pruning.py's")]),
+}
+
+
 def parse_args(argv=None):
-    p = util.ArgumentParser(description=__doc__.split('\n\n')[0])
-    sub = p.add_subparsers(dest='command', required=True, parser_class=util.ArgumentParser)
-    common = util.ArgumentParser(add_help=False)
-    common.add_argument('--out', type=str, default=None, metavar='PATH',
-                        help='output path without extension (default docs/<command>)')
-    common.add_argument('--data-dir', type=str, default=None, metavar='DIR')
-    common.add_argument('--subset', type=int, default=None, metavar='N',
-                        help='evaluate on N test images only (faster, noisier)')
-    common.add_argument('--no-cuda', action='store_true', default=False)
-    s = sub.add_parser('sensitivity', parents=[common],
-                       help='accuracy with each layer alone pruned to each kept percent')
-    s.add_argument('--load-model-path', default='saves/initial_model.ptmodel')
-    s.add_argument('--kept', type=_numbers(float), default=KEPT_PERCENTS, metavar='LIST',
-                   help='comma-separated percents kept, default ' + ','.join(map(str, KEPT_PERCENTS)))
-    b = sub.add_parser('bits', parents=[common],
-                       help='accuracy with each layer alone weight-shared at each bit width')
-    b.add_argument('--load-model-path', default='saves/model_after_retraining.ptmodel')
-    b.add_argument('--bits', type=_numbers(int), default=BIT_WIDTHS, metavar='LIST',
-                   help='comma-separated bit widths, default ' + ','.join(map(str, BIT_WIDTHS)))
-    d = sub.add_parser('distribution', parents=[common],
-                       help="one layer's non-zero weights before pruning, after pruning, after sharing")
-    d.add_argument('--layer', default='fc2')
-    d.add_argument('--bins', type=int, default=200)
-    c = sub.add_parser('cuts', parents=[common],
-                       help='a finished model cut further in each way given, retrained, then '
-                            'weight-shared: accuracy and homework-format bytes of each')
-    c.add_argument('--load-model-path', default='saves/model_after_retraining.ptmodel',
-                   help='a pruning.py checkpoint or a .dcz file')
-    c.add_argument('--cuts', type=_cut, nargs='+', default=[_cut(text) for text in CUTS],
-                   metavar='JSON', help='each a JSON object: {"units": {layer: percent of its '
-                   'live units kept}, "weights": {layer: percent of its non-zero weights '
-                   'kept}}; {} retrains only. Default: ' + ' '.join(CUTS))
-    c.add_argument('--retrain', type=_json_object('a retraining', RETRAIN_EXAMPLE), nargs='+',
-                   default=[{}], metavar='JSON',
-                   help='retraining settings to compare, each a JSON object of pruning.py '
-                        f'settings as a recipe names them, e.g. {RETRAIN_EXAMPLE}, over those of '
-                        '--config; every cut is retrained with each. Default: {} (--config\'s)')
-    c.add_argument('--epochs', type=int, default=8, help='retraining epochs after each cut')
-    c.add_argument('--config', default=None, metavar='FILE',
-                   help="a recipe whose pruning section sets the retraining (optimizer, "
-                        "learning rate, bf16, compact training; not its round_settings); "
-                        "default pruning.py's")
-    args = p.parse_args(argv)
-    util.check_ranges(args)
-    return args
-
-
-def _json_object(what, example):
-    def parse(text):
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise argparse.ArgumentTypeError(f'not valid JSON ({err.msg}): {text}') from None
-        if not isinstance(value, dict):
-            raise argparse.ArgumentTypeError(f'{what} is a JSON object, e.g. {example}; got {text}')
-        return value
-    return parse
-
-
-_cut = _json_object('a cut', CUTS[1])
-
-
-def _numbers(kind):
-    def parse(text):
-        try:
-            return tuple(kind(x) for x in text.split(','))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f'not a comma-separated list of {kind.__name__}: {text}') \
-                from None
-    return parse
+    p = settings.ArgumentParser(description=__doc__.split('\n\n')[0])
+    sub = p.add_subparsers(dest='command', required=True, parser_class=settings.ArgumentParser)
+    for command, (summary, flags) in COMMANDS.items():
+        settings.add_flags(sub.add_parser(command, help=summary), COMMON + flags)
+    given = vars(p.parse_args(argv))
+    command = given.pop('command')
+    try:
+        values = settings.values_of(COMMON + COMMANDS[command][1], given, {})
+    except settings.SettingError as err:
+        util.fail(err)
+    return argparse.Namespace(command=command, **values)
 
 
 def main(argv=None):
@@ -179,29 +157,30 @@ def run_cuts(args):
     for cut in args.cuts:  # all refused now, not after the first cut's retraining
         check_cut(model, cut)
     flags = (['--config', args.config] if args.config else []) + (['--no-cuda'] if args.no_cuda else [])
-    trainings = [pruning.parse_args(flags, settings, '--retrain') for settings in args.retrain]
+    retrainings = [settings.pruning_settings(flags, retrain, '--retrain') for retrain in args.retrain]
     device = util.device_for(not args.no_cuda)
     model.to(device)  # once: every cut is a copy of it
     data = datasets.model_data(model, args.data_dir, args.subset, device)
     rows = []
-    for settings, training in zip(args.retrain, trainings, strict=True):
+    for retrain, retraining in zip(args.retrain, retrainings, strict=True):
         for cut in args.cuts:
-            row = {'retrain': json.dumps(settings)} | cut_and_retrain(model, cut, training, data, args)
+            row = {'retrain': json.dumps(retrain)} | cut_and_retrain(model, cut, retraining, data, args)
             rows.append(row)
             print(f'cut {row["cut"]}, retrain {row["retrain"]}: {json.dumps(row)}')
     write_csv(args.out, rows)
 
 
-def cut_and_retrain(model, cut, training, data, args):
-    """A copy of model cut, retrained for --epochs with `training`'s settings, then shared
-    at 5 bits: its row of the cuts CSV (without the retraining settings)."""
+def cut_and_retrain(model, cut, retraining, data, args):
+    """A copy of model cut, retrained for --epochs with the retraining settings of
+    `retraining` (pruning.py's settings), then shared at 5 bits: its row of the cuts CSV
+    (without the retraining settings)."""
     cut_model = copy.deepcopy(model)
     extra_cut(cut_model, cut)
     cut_model.fold_constant_units()
     cut_model.prune_dead_units()
     after_cut = util.test_with(cut_model, args)
-    generator = torch.Generator().manual_seed(training.seed)
-    pruning.train(cut_model, data, training, args.epochs, 'cut', generator, [])
+    generator = torch.Generator().manual_seed(retraining.seed)
+    train(cut_model, data, settings.retraining(retraining), args.epochs, 'cut', generator, [])
     row = {'cut': json.dumps(cut), 'weights': sum(int(m.weight.count_nonzero())
                                                   for _, m in cut_model.prunable_layers()),
            'accuracy_after_cut': after_cut,

@@ -20,29 +20,13 @@ from net.huffmancoding import (
     huffman_encode_model,
 )
 from net.models import build_model, check_model
-from net.quantization import check_bits
-from recipe import datasets
+from recipe import datasets, settings
 
 
 def parse_args(argv=None):
-    p = util.ArgumentParser(description='Huffman-encode a weight-shared model')
-    p.add_argument('--load-model-path', type=str, default='saves/model_after_weight_sharing.ptmodel')
-    p.add_argument('--out', type=str, default='encodings/', help='directory of the encodings')
-    p.add_argument('--no-cuda', action='store_true', default=False, help='disables CUDA')
-    p.add_argument('--log', type=str, default='log.txt', help='log file name')
-    util.add_data_arguments(p, from_checkpoint=True)
-    p.add_argument('--subset', type=int, default=None, metavar='N', help='test on N images only')
-    p.add_argument('--pack', type=str, default=None, metavar='PATH',
-                   help='also write the model as one compressed .dcz file and test it loaded back')
-    p.add_argument('--pack-float16', action='store_true', default=False,
-                   help='lossy: store codebooks and biases of the .dcz file as float16')
-    p.add_argument('--pack-bias-bits', type=int, default=None, metavar='B',
-                   help='lossy: weight-share each layer\'s biases in the .dcz file (2**B non-zero '
-                        'values; zeros stay zero)')
-    p.add_argument('--unpack', type=str, default=None, metavar='PATH',
-                   help='only load a .dcz file and test its accuracy')
-    util.add_config_argument(p)
-    args = util.parse_with_config(p, argv, 'huffman_encode')
+    """The settings of a run (recipe/settings.py's ENCODING), and the command line itself."""
+    args = settings.parse(settings.ENCODING, argv, 'huffman_encode',
+                          'Huffman-encode a weight-shared model')
     args.command = 'python huffman_encode.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
     return args
 
@@ -80,8 +64,6 @@ def run(args):
         raise ValueError('--pack-float16 and --pack-bias-bits change the .dcz file: add --pack PATH')
     if args.pack and args.unpack:
         raise ValueError('--pack writes a .dcz file and --unpack only reads one: use one of them')
-    if args.pack_bias_bits is not None:
-        check_bits(args.pack_bias_bits)
     if args.unpack:
         return unpack(args, config)
     model = load_model(args.load_model_path, 'cpu', made_by='weight_share.py', arch=args.model,

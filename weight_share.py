@@ -10,57 +10,21 @@ import torch
 
 import util
 from net.checkpoint import CheckpointError, load_model, save_model
-from net.quantization import INITS, SharedWeights, apply_weight_sharing, check_bits, validate_bits
-from recipe import datasets
-from training import fit, make_optimizer
+from net.quantization import SharedWeights, apply_weight_sharing, validate_bits
+from recipe import datasets, settings
+from recipe.training import fit, make_optimizer
 
 
 def parse_args(argv=None):
-    p = util.ArgumentParser(description='Weight-share (k-means quantize) a pruned model')
-    p.add_argument('--load-model-path', type=str, default='saves/model_after_retraining.ptmodel')
-    p.add_argument('--save-model-path', type=str, default='saves/model_after_weight_sharing.ptmodel')
-    p.add_argument('--bits', type=str, default='5',
-                   help='2**bits shared values per layer (1..16), or JSON per layer, e.g. '
-                        '\'{"fc1": 3, "fc2": 2}\' (unnamed layers: 5)')
-    p.add_argument('--init', choices=INITS, default='linear',
-                   help='centroid initialisation of k-means (the paper\'s three; linear: the slides\')')
-    p.add_argument('--quantize-epochs', type=int, default=0, metavar='N',
-                   help='trained quantization: fine-tune the shared values (and biases) for N '
-                        'epochs, assignments and zeros fixed (0: off, as in the homework)')
-    p.add_argument('--quantize-lr', type=float, default=1e-4, metavar='LR',
-                   help='peak (one-cycle) Adam learning rate of trained quantization')
-    p.add_argument('--quantize-augment', choices=list(datasets.AUGMENTATIONS), default='crop-flip',
-                   help='augmentation of the training images in trained quantization (as '
-                        'pruning.py --re-augment): crop-flip, flip only, or none')
-    p.add_argument('--batch-size', type=int, default=256, metavar='N',
-                   help='batch size of trained quantization')
-    p.add_argument('--seed', type=int, default=42, metavar='S')
-    p.add_argument('--no-cuda', action='store_true', default=False, help='disables CUDA')
-    p.add_argument('--log', type=str, default='log.txt', help='log file name')
-    util.add_data_arguments(p, from_checkpoint=True)
-    p.add_argument('--subset', type=int, default=None, metavar='N',
-                   help='use only N train and N test images')
-    util.add_config_argument(p)
-    return util.parse_with_config(p, argv, 'weight_share')
-
-
-def parse_bits(text):
-    """--bits: an integer, or a JSON object layer -> integer (the layer names are checked
-    against the model by net.quantization.validate_bits)."""
-    try:
-        bits = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f'--bits is neither an integer nor valid JSON ({err.msg}): {text}') from None
-    if isinstance(bits, dict):
-        return {name: check_bits(value) for name, value in bits.items()}
-    return check_bits(bits)
-
+    """The settings of a run (recipe/settings.py's WEIGHT_SHARING)."""
+    return settings.parse(settings.WEIGHT_SHARING, argv, 'weight_share',
+                          'Weight-share (k-means quantize) a pruned model')
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
-        run(args, parse_bits(args.bits))
+        run(args, args.bits)
     except (ValueError, CheckpointError, datasets.DataError) as err:
         util.fail(err)
 

@@ -11,7 +11,8 @@ from torch import nn
 import pruning
 from net.compact import compact_copy, parameter_count, write_back
 from net.prune import PruningModule, set_mask
-from training import fit, make_optimizer
+from recipe import settings, training
+from recipe.training import fit, make_optimizer
 
 
 class ChainNet(PruningModule):
@@ -109,7 +110,7 @@ def test_a_model_with_parameters_outside_its_layers_is_refused():
 def retrain(model, data, tmp_path, *flags):
     args = pruning.parse_args(['--batch-size', '16', '--re-lr', '0.01', '--log', str(tmp_path / 'log.txt'),
                                *flags])
-    pruning.train(model, data, args, 2, 'test', torch.Generator().manual_seed(0), [])
+    training.train(model, data, settings.retraining(args), 2, 'test', torch.Generator().manual_seed(0), [])
 
 
 def test_compact_retraining_keeps_the_zeros_and_trains_the_rest(pruned_chain, synthetic_data, tmp_path):
@@ -140,7 +141,7 @@ def test_compact_training_implies_dropping_dead_units():
 
 
 def test_an_unpruned_model_trains_without_a_copy(tiny, synthetic_data, tmp_path, monkeypatch):
-    monkeypatch.setattr(pruning, 'compact_copy', lambda model: pytest.fail('copied'))
+    monkeypatch.setattr(training, 'compact_copy', lambda model: pytest.fail('copied'))
     retrain(tiny, synthetic_data, tmp_path, '--compact-training')
 
 
@@ -184,7 +185,7 @@ def test_round_settings_come_from_a_recipe(tmp_path):
 
 @pytest.mark.parametrize('text, message', [
     ('{"3": {"re_lr": 0.01', 'not valid JSON'),
-    ('[3]', 'a JSON object such as'),
+    ('[3]', "each round's settings is a JSON object, e.g."),
     ('{"0": {"re_lr": 0.01}}', 'each key is a round number from 1'),
     ('{"x": {"re_lr": 0.01}}', 'each key is a round number from 1'),
     ('{"\u00b2": {"re_lr": 0.01}}', 'each key is a round number from 1'),  # a digit int() refuses
@@ -199,11 +200,15 @@ def test_bad_round_settings_are_one_clear_error(text, message, capsys):
     assert err.startswith('error: --round-settings') and message in err and '\n' not in err
 
 
-@pytest.mark.parametrize('text', ['[]', 'x', '[-1]', '[1.5]', 'true', '[3, null]', '{"a": 1}'])
-def test_bad_round_epochs_are_refused(text, capsys):
+@pytest.mark.parametrize('text, message', [
+    ('[]', 'is neither a number of epochs nor a JSON list of them'), ('x', 'not valid JSON'),
+    *((text, 'is neither a number of epochs nor a JSON list of them')
+      for text in ['[-1]', '[1.5]', 'true', '[3, null]', '{"a": 1}'])])
+def test_bad_round_epochs_are_refused(text, message, capsys):
     with pytest.raises(SystemExit):
         pruning.parse_args(['--round-epochs', text])
-    assert 'is neither a number of epochs nor a JSON list of them' in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith('error: --round-epochs: ') and message in err
 
 
 def test_round_epochs_come_from_a_recipe_as_a_number_or_a_list(tmp_path):
@@ -218,4 +223,5 @@ def test_a_recipes_null_round_epochs_is_refused(tmp_path, capsys):
     path.write_text(json.dumps({'pruning': {'round_epochs': None}}))
     with pytest.raises(SystemExit):
         pruning.parse_args(['--config', str(path)])
-    assert '"round_epochs": null is not a valid value for --round-epochs' in capsys.readouterr().err
+    assert 'recipe.json: --round-epochs: null is neither a number of epochs nor a JSON list' \
+        in capsys.readouterr().err

@@ -6,6 +6,7 @@ import pruning
 from net.checkpoint import load_model, save_model
 from net.models import AlexNet
 from net.prune import DEFAULT_PRUNE_RATE, validate_rates
+from recipe import settings, training
 
 
 def test_alexnet_has_the_homework_shapes():
@@ -99,7 +100,7 @@ def retrain(model, data, optimizer, tmp_path):
     args = pruning.parse_args(['--optimizer', optimizer, '--batch-size', '16', '--re-lr', '0.05',
                                '--weight-decay', '0.01', '--log', str(tmp_path / 'log.txt')])
     generator = torch.Generator().manual_seed(0)
-    pruning.train(model, data, args, 2, 'test', generator, [])
+    training.train(model, data, settings.retraining(args), 2, 'test', generator, [])
 
 
 @pytest.mark.parametrize('flags, expected', [
@@ -121,15 +122,15 @@ def test_each_phase_has_its_optimizer_defaults(flags, expected):
 def test_initial_training_and_retraining_use_their_own_optimizers(tiny, synthetic_data, tmp_path,
                                                                    monkeypatch):
     made = []
-    real = pruning.make_optimizer
-    monkeypatch.setattr(pruning, 'make_optimizer',
+    real = training.make_optimizer
+    monkeypatch.setattr(training, 'make_optimizer',
                         lambda params, name, lr, decay, *rest: made.append((name, lr, decay))
                         or real(params, name, lr, decay, *rest))
     args = pruning.parse_args(['--optimizer', 'sgd', '--re-optimizer', 'adam',
                                '--batch-size', '16', '--log', str(tmp_path / 'log.txt')])
     generator = torch.Generator().manual_seed(0)
-    pruning.train(tiny, synthetic_data, args, 1, 'initial', generator, [], initial=True)
-    pruning.train(tiny, synthetic_data, args, 1, 'retrain1', generator, [])
+    training.train(tiny, synthetic_data, settings.initial_training(args), 1, 'initial', generator, [])
+    training.train(tiny, synthetic_data, settings.retraining(args), 1, 'retrain1', generator, [])
     assert made == [('sgd', 0.005, 5e-4), ('adam', 3e-4, 1e-4)]
 
 
@@ -139,8 +140,8 @@ def test_retraining_augments_as_re_augment_says(tiny, synthetic_data, tmp_path, 
     args = pruning.parse_args(['--re-augment', re_augment, '--batch-size', '32',
                                '--log', str(tmp_path / 'log.txt')])
     generator = torch.Generator().manual_seed(0)
-    pruning.train(tiny, synthetic_data, args, 1, 'initial', generator, [], initial=True)
-    pruning.train(tiny, synthetic_data, args, 1, 'retrain1', generator, [])
+    training.train(tiny, synthetic_data, settings.initial_training(args), 1, 'initial', generator, [])
+    training.train(tiny, synthetic_data, settings.retraining(args), 1, 'retrain1', generator, [])
     assert augment_paddings == [4, 4] + paddings  # two batches each; the initial training crops and flips
 
 

@@ -24,19 +24,32 @@ from net.quantization import (
     share_weights,
     validate_bits,
 )
-from recipe import datasets
+from recipe import datasets, settings
 from recipe.rounds import round_rates
+from recipe.training import fit, make_optimizer
 from tests.conftest import ROOT, fake_mnist_dir
-from training import fit, make_optimizer
 
 
 # ---------------------------------------------------------------- iterative pruning
+def refusal(capsys, model, *argv):
+    """The one-line error that pruning.py's flags argv get: when parsed, or when checked
+    against model's layers."""
+    try:
+        args = pruning.parse_args(list(argv))
+    except SystemExit:
+        return capsys.readouterr().err.strip()
+    with pytest.raises(ValueError) as err:
+        pruning.schedules_for(args, model)
+    return str(err.value)
+
+
 @pytest.mark.parametrize('text, message', [
-    ('{"fc9": 0.5}', 'must map layer names'), ('{"fc2": 0}', 'above 0 and at most 1'),
-    ('[1]', 'must map layer names'), ('{"fc2": 0.5', 'not valid JSON')])
-def test_bad_round_spans_are_refused(text, message):
-    with pytest.raises(ValueError, match=message):
-        pruning.parse_spans(text, AlexNet())
+    ('{"fc9": 0.5}', '--round-spans must map layer names'),
+    ('{"fc2": 0}', 'error: --round-spans: fc2 is 0; it must be above 0 and at most 1'),
+    ('[1]', 'error: --round-spans must be a JSON object of layer -> share of the rounds'),
+    ('{"fc2": 0.5', 'error: --round-spans: not valid JSON')])
+def test_bad_round_spans_are_refused(text, message, capsys):
+    assert refusal(capsys, AlexNet(), '--round-spans', text).startswith(message)
 
 
 def test_iterated_percentile_cuts_end_at_the_target_share(tiny):
@@ -183,14 +196,13 @@ def test_unit_pruning_of_conv_filters_removes_the_fc_inputs_of_their_channels(ti
 @pytest.mark.parametrize('text, message', [
     ('{"fc2": 1}', '--unit-rates: fc2 is the last layer'),
     ('{"fc1": 120}', '--unit-rates: .*percent of units kept, between 0 and 100'),
-    ('{"fc1": 0}', '--unit-rates: --unit-rates: fc1 would keep no units'),
+    ('{"fc1": 0}', '--unit-rates: fc1 would keep no units'),
     ('{"fc9": 1}', '--unit-rates: unknown layer'),
-    ('[1]', '--unit-rates: .*JSON object'),
-    ('{fc1', '--unit-rates is not valid JSON'),
+    ('[1]', 'error: --unit-rates must be a JSON object of layer -> percent of its units kept'),
+    ('{fc1', 'error: --unit-rates: not valid JSON'),
 ])
-def test_bad_unit_rates_are_refused(tiny, text, message):
-    with pytest.raises(ValueError, match=message):
-        pruning.parse_unit_rates(text, tiny)
+def test_bad_unit_rates_are_refused(tiny, text, message, capsys):
+    assert re.match(message, refusal(capsys, tiny, '--unit-rates', text))
 
 
 def test_extra_cuts_are_relative_to_what_is_left(tiny):
@@ -274,9 +286,9 @@ def test_cuts_tool_refuses_bad_cuts_before_any_work(tmp_path, monkeypatch):
 def test_cuts_tool_retrains_each_cut_with_each_setting(tmp_path, monkeypatch):
     pruned_lenet_in(tmp_path, monkeypatch)
     used = []
-    real = analyze.pruning.train
-    monkeypatch.setattr(analyze.pruning, 'train', lambda model, data, training, *rest: used.append(
-        (training.re_lr, training.re_augment)) or real(model, data, training, *rest))
+    real = analyze.train
+    monkeypatch.setattr(analyze, 'train', lambda model, data, training, *rest: used.append(
+        (training.lr, training.augment)) or real(model, data, training, *rest))
     analyze.main(['cuts', '--load-model-path', 'model.ptmodel', '--data-dir', str(tmp_path),
                   '--epochs', '1', '--out', 'cuts', '--cuts', '{}', '{"units": {"fc1": 50}}',
                   '--retrain', '{}', '{"re_lr": 0.01, "re_augment": "none"}'])
@@ -327,14 +339,14 @@ def test_recipe_sets_defaults_and_flags_still_win(tmp_path):
         'weight_share': {'bits': {'fc1': 3}, 'init': 'density'}})
     args = pruning.parse_args(['--config', path, '--epochs', '7'])
     assert (args.epochs, args.prune_rounds, args.prune_dead_units, args.re_lr) == (7, 4, True, 0.01)
-    assert pruning.parse_rates(args.rates, AlexNet())['fc2'] == 1
+    assert pruning.rates_for(AlexNet(), args.rates)['fc2'] == 1
     shared = weight_share.parse_args(['--config', path])
-    assert weight_share.parse_bits(shared.bits) == {'fc1': 3} and shared.init == 'density'
+    assert shared.bits == {'fc1': 3} and shared.init == 'density'
 
 
 def test_settings_replace_the_recipe_and_flags_still_win(tmp_path):
     path = write_recipe(tmp_path, {'pruning': {'re_lr': 0.01, 're_augment': 'flip', 'epochs': 3}})
-    args = pruning.parse_args(['--config', path, '--epochs', '7'], {'re_lr': 0.02, 'epochs': 5})
+    args = settings.pruning_settings(['--config', path, '--epochs', '7'], {'re_lr': 0.02, 'epochs': 5})
     assert (args.re_lr, args.re_augment, args.epochs) == (0.02, 'flip', 7)
 
 
@@ -409,14 +421,20 @@ def test_missing_recipe_file_is_one_clear_error(tmp_path, capsys):
     assert 'cannot read the recipe' in capsys.readouterr().err
 
 
+def test_bits_for_unknown_layers_are_refused():
+    with pytest.raises(ValueError, match=re.escape("unknown layer name(s) ['fc9']")):
+        validate_bits(AlexNet(), weight_share.parse_args(['--bits', '{"fc9": 3}']).bits)
+
+
 @pytest.mark.parametrize('text, message', [
-    ('{"fc9": 3}', "unknown layer name(s) ['fc9']"),
-    ('{"fc1": 0}', 'from 1 to 16'),
-    ('five', 'neither an integer nor valid JSON'),
+    ('{"fc1": 0}', '--bits: bits must be an integer from 1 to 16, got 0'),
+    ('17', '--bits: bits must be an integer from 1 to 16, got 17'),
+    ('five', '--bits: not valid JSON'),
 ])
-def test_bad_per_layer_bits_are_refused(text, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
-        validate_bits(AlexNet(), weight_share.parse_bits(text))
+def test_bad_bits_are_one_line(text, message, capsys):
+    with pytest.raises(SystemExit):
+        weight_share.parse_args(['--bits', text])
+    assert capsys.readouterr().err.startswith(f'error: {message}')
 
 
 # ---------------------------------------------------------------- centroid initialisation
@@ -595,7 +613,7 @@ def test_shipped_recipes_parse_for_all_three_scripts(name):
     args = pruning.parse_args(['--config', path])
     with torch.device('meta'):
         layers = build_model(args.model, args.dataset)
-    pruning.parse_schedules(args, layers)
+    pruning.schedules_for(args, layers)
     shared = weight_share.parse_args(['--config', path])
-    validate_bits(layers, weight_share.parse_bits(shared.bits))
+    validate_bits(layers, shared.bits)
     huffman_encode.parse_args(['--config', path])

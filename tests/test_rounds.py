@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import pruning
-from recipe import rounds
+from recipe import rounds, settings
 from recipe.rounds import AccuracyFloor, TargetRatio, TimeLimit, round_rates, schedule
 from tests.conftest import ROOT
 
@@ -201,11 +201,13 @@ def test_a_round_that_comes_back_keeps_its_own_settings(tiny):
 
 
 def test_a_rounds_settings_replace_the_flags_for_its_retraining():
-    args = pruning.parse_args(['--re-lr', '0.002'])
+    args = pruning.parse_args(['--re-lr', '0.002', '--optimizer', 'sgd', '--re-optimizer', 'adam'])
     (step,) = schedule({'fc1': 1}, 1, round_settings={1: {'re_augment': 'flip'}})
-    training = pruning.with_settings(args, step)
-    assert (training.re_augment, training.re_lr) == ('flip', 0.002)
+    training = settings.retraining(args, step.settings)
+    assert (training.optimizer, training.augment, training.lr) == ('adam', 'flip', 0.002)
     assert args.re_augment == 'crop-flip'  # the flags themselves stay
+    initial = settings.initial_training(args)
+    assert (initial.optimizer, initial.augment, initial.lr) == ('sgd', 'crop-flip', 0.005)
 
 
 def test_unit_rates_follow_the_round_schedule(tiny):

@@ -7,11 +7,15 @@ step a hook runs (zero the pruned weights' gradients / re-apply the masks, or su
 gradients per cluster / tie the weights to their centroids). Test accuracy is measured
 after every epoch and appended to `history`.
 """
+import time
+
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from net.compact import compact_copy, parameter_count, write_back
 from recipe import datasets
+from recipe.settings import Training
 
 MOMENTUM = 0.9
 MIN_ONECYCLE_STEPS = 8
@@ -80,3 +84,33 @@ def fit(model, data, epochs, optimizer, scheduler, *, phase, generator, history,
         history.append(record)
         print(f'{phase} epoch {epoch}/{epochs}: loss {record["train_loss"]:.4f}, '
               f'train {record["train_accuracy"]:.2f}%, test {accuracy:.2f}%')
+
+
+def train(model, data, training: Training, epochs: int, phase: str, generator, history: list) -> float:
+    """Train for `epochs` with `training`'s settings; pruned weights stay exactly zero
+    throughout. Returns the seconds per epoch (0 for no epochs).
+
+    After backward() the gradients of pruned weights are zeroed, and after every
+    optimizer step the masks are re-applied, so neither momentum nor weight decay
+    can revive a pruned weight. With training.compact a compact copy of a pruned model
+    (net.compact) trains in its place and its weights are written back.
+    """
+    started = time.time()
+    compact = training.compact and any(
+        hasattr(layer, 'weight_mask') for _, layer in model.prunable_layers())
+    trained = model
+    if compact:
+        compacted = compact_copy(model)
+        trained = compacted.model
+        print(f'training a compact copy: {parameter_count(trained):,} of '
+              f'{parameter_count(model):,} parameters')
+    steps = -(-len(data[1]) // training.batch_size)
+    optimizer, scheduler = make_optimizer(trained.parameters(), training.optimizer, training.lr,
+                                          training.weight_decay, training.schedule, epochs * steps)
+    fit(trained, data, epochs, optimizer, scheduler, phase=phase, generator=generator,
+        history=history, batch_size=training.batch_size, test_batch_size=training.test_batch_size,
+        log_interval=training.log_interval, after_backward=trained.mask_gradients,
+        after_step=trained.apply_masks, bf16=training.bf16, augmentation=training.augment)
+    if compact:
+        write_back(model, compacted)
+    return (time.time() - started) / epochs if epochs else 0.0

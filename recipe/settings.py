@@ -1,0 +1,530 @@
+"""Settings: every flag of the three scripts declared once (its default, kind, valid range
+and help), grouped by phase, and the one mechanism that turns a command line and a recipe
+file's section into their values. Numbers and choices are checked, JSON settings (--rates,
+--bits, --unit-rates, --round-settings, ...) are parsed and checked by one code path, and
+every error is one line naming the flag (and the recipe file, for a recipe's value)."""
+import argparse
+import copy
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+from net.models import DATASETS, MODELS
+from net.quantization import INITS
+from net.structured import CONV_GRANULARITIES, FC_GRANULARITIES, NORMS, SCOPES
+from recipe import datasets
+from util import fail
+
+RECIPE_SECTIONS = ('pruning', 'weight_share', 'huffman_encode')
+MAX_INT = 2**63 - 1  # what torch's integers hold
+
+
+class SettingError(ValueError):
+    """A setting's value is not valid: the message names the setting and what it must be."""
+
+
+class Json(NamedTuple):
+    """The kind of a JSON setting: check(value, flag) returns the checked value or raises
+    SettingError; example shows a valid value."""
+    check: Callable
+    example: str
+
+
+class Setting(NamedTuple):
+    """One setting: its flag, default, kind (int, float, str, bool or Json) and valid values.
+    A recipe section names it by its key: the flag without dashes, '-' as '_'."""
+    flag: str
+    default: object = None
+    kind: object = str
+    help: str = ''
+    metavar: str | None = None
+    choices: Sequence | None = None
+    low: float | None = None  # the lowest valid value
+    high: float | None = None  # the highest
+    above: bool = False  # low itself is not valid
+    many: bool = False  # the flag takes one or more values
+
+    @property
+    def key(self) -> str:
+        return self.flag[2:].replace('-', '_')
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's one-line errors (`error: ...`, exit status 2) instead of
+    the usage text; --help still shows it."""
+
+    def error(self, message):
+        fail(f'{message} (see {self.prog} --help)')
+
+
+# ---------------------------------------------------------------- from flags and recipes
+def add_flags(parser: argparse.ArgumentParser, settings: Sequence[Setting]):
+    """The settings' flags on parser. They collect the text given (or True for an on/off
+    flag) and nothing when absent: values() converts and checks."""
+    for s in settings:
+        if s.kind is bool:
+            parser.add_argument(s.flag, action='store_true', default=argparse.SUPPRESS,
+                                help=s.help or None)
+        else:
+            parser.add_argument(s.flag, default=argparse.SUPPRESS, metavar=s.metavar,
+                                choices=s.choices, help=s.help or None, nargs='+' if s.many else None)
+
+
+def parse(settings: Sequence[Setting], argv, section: str, description: str,
+          overrides: dict | None = None, source: str = 'settings') -> argparse.Namespace:
+    """The settings' values from argv (flags win), `overrides` (a recipe section's form;
+    errors name `source`), the --config recipe's `section`, then the defaults; every
+    value converted and checked."""
+    parser = ArgumentParser(description=description)
+    add_flags(parser, settings)
+    parser.add_argument('--config', default=None, metavar='FILE',
+                        help='a recipe (e.g. configs/best.json): its section for this script sets '
+                             'the defaults; flags given on the command line still win')
+    given = vars(parser.parse_args(argv))
+    config = given.pop('config')
+    recipe = read_recipe(config, section, settings) | checked(settings, overrides or {}, source, section)
+    try:
+        values = values_of(settings, given, recipe)
+    except SettingError as err:
+        fail(err)
+    return argparse.Namespace(**values, config=config)
+
+
+def values_of(settings: Sequence[Setting], given: dict, recipe: dict) -> dict:
+    """{key: value} of every setting, in declared order: the flag's text converted if
+    given, else the recipe's (already checked) value, else the default."""
+    values = {}
+    for s in settings:
+        if s.key in given:
+            values[s.key] = from_text(s, given[s.key])
+        else:  # a copy: a default list or dict is never shared between runs
+            values[s.key] = copy.deepcopy(recipe.get(s.key, s.default))
+    return values
+
+
+def from_text(setting: Setting, text):
+    """A flag's value from its command-line text (a list of them, for `many`), checked."""
+    if setting.many:
+        return [from_text(setting._replace(many=False), one) for one in text]
+    if setting.kind is bool or text is True:
+        return True
+    if isinstance(setting.kind, Json):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise SettingError(f'{setting.flag}: not valid JSON ({err.msg}): {text}; '
+                               f'e.g. {setting.kind.example}') from None
+        return setting.kind.check(value, setting.flag)
+    if setting.kind in (int, float):
+        try:
+            value = setting.kind(text)
+        except ValueError:
+            raise SettingError(f'argument {setting.flag}: invalid {setting.kind.__name__} value: '
+                               f"'{text}'") from None
+        return in_range(setting, value)
+    if callable(setting.kind) and setting.kind is not str:  # a text format of its own
+        try:
+            return setting.kind(text)
+        except ValueError as err:
+            raise SettingError(f'argument {setting.flag}: {err}') from None
+    return text
+
+
+def comma_list(kind: type) -> Callable:
+    """The kind of a setting given as comma-separated numbers, e.g. 100,50,25."""
+    def parse(text):
+        try:
+            return tuple(kind(x) for x in text.split(','))
+        except ValueError:
+            raise ValueError(f'not a comma-separated list of {kind.__name__}: {text}') from None
+    return parse
+
+
+def from_recipe(setting: Setting, value, source: str):
+    """A recipe's value of setting, checked as the command line's would be."""
+    if isinstance(setting.kind, Json):
+        try:
+            return setting.kind.check(value, setting.flag)
+        except SettingError as err:
+            raise SettingError(f'{source}: {err}') from None
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if setting.kind is bool:
+        valid = isinstance(value, bool)
+    elif setting.kind in (int, float):
+        valid = number and (setting.kind is float or float(value).is_integer())
+        value = setting.kind(value) if valid else value
+    else:
+        # null only where the default is (the command line cannot say null)
+        valid = (value is None and setting.default is None) or isinstance(value, str) or number
+        value = value if value is None else str(value)
+    if not valid or (setting.choices and value not in setting.choices):
+        raise SettingError(f'{source}: "{setting.key}": {json.dumps(value)} is not a valid value '
+                           f'for {setting.flag}')
+    return in_range(setting, value)
+
+
+def in_range(setting: Setting, value):
+    """value, if within the setting's range (NaN never is)."""
+    if setting.low is None or value is None or not isinstance(value, (int, float)):
+        return value
+    low, high = setting.low, setting.high
+    if not ((isinstance(value, int) or math.isfinite(value))  # an int of any size is finite
+            and (value > low if setting.above else value >= low)
+            and (high is None or value <= high)):
+        valid = (f'above {low} and at most {high}' if high is not None and setting.above else
+                 f'from {low} to {high}' if high is not None else
+                 f'above {low}' if setting.above else f'at least {low}')
+        raise SettingError(f'{setting.flag} must be {valid}, got {value}')
+    if isinstance(value, int) and value > MAX_INT:
+        raise SettingError(f'{setting.flag} must be at most {MAX_INT}, got {value}')
+    return value
+
+
+def checked(settings: Sequence[Setting], section_values: dict, source: str, section: str) -> dict:
+    """{key: checked value} of a recipe section's settings (keys may spell '_' as '-')."""
+    by_key = {s.key: s for s in settings}
+    values = {}
+    for key, value in section_values.items():
+        name = key.replace('-', '_')
+        if name not in by_key:
+            fail(f'{source}: unknown setting "{key}" for {section}.py; valid: {sorted(by_key)}')
+        try:
+            values[name] = from_recipe(by_key[name], value, source)
+        except SettingError as err:
+            fail(err)
+    return values
+
+
+def read_recipe(path: str | None, section: str, settings: Sequence[Setting]) -> dict:
+    """The checked settings of one script's section of a recipe file ({} without one)."""
+    if path is None:
+        return {}
+    try:
+        with open(path) as f:
+            recipe = json.load(f)
+    except OSError as err:
+        fail(f'cannot read the recipe {path}: {err.strerror}')
+    except json.JSONDecodeError as err:
+        fail(f'the recipe {path} is not valid JSON ({err.msg}, line {err.lineno})')
+    except UnicodeDecodeError:
+        fail(f'the recipe {path} is not a UTF-8 text file')
+    if not isinstance(recipe, dict):
+        fail(f'the recipe {path} must be a JSON object with sections {list(RECIPE_SECTIONS)}')
+    unknown = sorted(set(recipe) - set(RECIPE_SECTIONS) - {'description'})
+    if unknown:
+        fail(f'unknown section(s) {unknown} in {path}; valid: {list(RECIPE_SECTIONS)}')
+    values = recipe.get(section, {})
+    if not isinstance(values, dict):
+        fail(f'the recipe {path}: section "{section}" must be a JSON object of settings, '
+             f'got {json.dumps(values)}')
+    return checked(settings, values, path, section)
+
+
+# ---------------------------------------------------------------- JSON settings
+def _shown(value) -> str:
+    return json.dumps(value)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def layer_numbers(what: str, example: str) -> Json:
+    """A JSON object of layer -> number (`what` each number is); the layer names and the
+    numbers' range are checked against the model later (net.prune.validate_rates)."""
+    def check(value, flag):
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise SettingError(f'{flag} must be a JSON object of layer -> {what}, e.g. {example}; '
+                               f'got {_shown(value)}')
+        return value
+    return Json(check, example)
+
+
+def _spans(value, flag):
+    layer_numbers('share of the rounds', '{"fc2": 0.25}').check(value, flag)
+    for name, span in value.items():
+        if not _is_number(span) or not 0 < span <= 1:
+            raise SettingError(f'{flag}: {name} is {span!r}; it must be above 0 and at most 1')
+    return value
+
+
+def _epochs_list(value, flag):
+    epochs = value if isinstance(value, list) else [value]
+    if not epochs or not all(_is_number(n) and n >= 0 and float(n).is_integer() for n in epochs):
+        raise SettingError(f'{flag}: {_shown(value)} is neither a number of epochs nor a JSON '
+                           'list of them, e.g. 6 or [3, 3, 6]')
+    return [int(n) for n in epochs]
+
+
+def _bits(value, flag):
+    def one(bits):
+        if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
+            raise SettingError(f'{flag}: bits must be an integer from 1 to 16, got {bits!r}')
+        return bits
+    if isinstance(value, dict):
+        return {name: one(bits) for name, bits in value.items()}
+    return one(value)
+
+
+def json_object(what: str, example: str) -> Json:
+    """Any JSON object (`what` it is)."""
+    def check(value, flag):
+        if not isinstance(value, dict):
+            raise SettingError(f'{flag}: {what} is a JSON object, e.g. {example}; got {_shown(value)}')
+        return value
+    return Json(check, example)
+
+
+def _round_settings(value, flag):
+    """{first round: {setting: value}}, each value checked as the pruning section's."""
+    json_object('each round\'s settings', ROUND_SETTINGS_EXAMPLE).check(value, flag)
+    by_key = {s.key: s for s in RETRAINING if s.key in ROUND_SETTINGS}
+    rounds = {}
+    for start, values in value.items():
+        if not (start.isascii() and start.isdigit() and int(start) >= 1 and isinstance(values, dict)):
+            raise SettingError(f'{flag}: each key is a round number from 1, each value a JSON '
+                               f'object of settings, e.g. {ROUND_SETTINGS_EXAMPLE}; '
+                               f'got "{start}": {_shown(values)}')
+        fixed = sorted({key.replace('-', '_') for key in values} - set(ROUND_SETTINGS))
+        if fixed:
+            raise SettingError(f'{flag}: {fixed} cannot change by round; these can: {list(ROUND_SETTINGS)}')
+        rounds[int(start)] = {key.replace('-', '_'): from_recipe(by_key[key.replace('-', '_')], v,
+                                                                 f'{flag} (round {start})')
+                              for key, v in values.items()}
+    return rounds
+
+
+# ---------------------------------------------------------------- the settings, by phase
+# The starter's recipe: --schedule constant --lr 0.001 --batch-size 50 --epochs 100
+# --re-epochs 30 --prune std --sensitivity 2. These defaults fit a full run of the three
+# scripts in about an hour on a 2-core CPU.
+LR = {'adam': 1e-3, 'sgd': 0.005}     # peak of the one-cycle schedule
+RE_LR = {'adam': 3e-4, 'sgd': 0.002}  # peak for retraining after pruning
+WEIGHT_DECAY = {'adam': 1e-4, 'sgd': 5e-4}  # Adam's is the starter's
+# What --round-settings may change from a round on.
+ROUND_SETTINGS = ('re_lr', 're_augment', 're_weight_decay')
+ROUND_SETTINGS_EXAMPLE = '{"15": {"re_augment": "flip", "re_lr": 0.001}}'
+OPTIMIZERS = ('adam', 'sgd')
+AUGMENTATIONS = tuple(datasets.AUGMENTATIONS)
+
+
+def data_settings(from_checkpoint: bool) -> list[Setting]:
+    """--model, --dataset, --data-dir and --subset. from_checkpoint: the model and dataset
+    default to what the loaded checkpoint records (given, they must match it)."""
+    given = 'default: the checkpoint\'s; given, it must match' if from_checkpoint else None
+    return [
+        Setting('--model', None if from_checkpoint else 'alexnet', choices=sorted(MODELS),
+                help=given or 'the network (default alexnet)'),
+        Setting('--dataset', None if from_checkpoint else 'cifar10', choices=sorted(DATASETS),
+                help=given or 'the data (default cifar10)'),
+        Setting('--data-dir', metavar='DIR', help='an offline copy instead of the torchvision '
+                f'download: {datasets.OFFLINE_LAYOUTS}'),
+        Setting('--subset', kind=int, metavar='N', low=1,
+                help='use only N train and N test images (smoke runs)'),
+    ]
+
+
+SEED = Setting('--seed', 42, int, metavar='S', low=0, high=2**32 - 1)
+
+
+def run_settings(what: str = 'CUDA') -> list[Setting]:
+    """The device and the log, which every script has."""
+    return [Setting('--no-cuda', False, bool, help=f'disables {what}'),
+            Setting('--log', 'log.txt', help='log file name')]
+
+
+TRAINING = [  # the initial training (pruning.py)
+    Setting('--epochs', 20, int, 'initial training epochs', 'N', low=0),
+    Setting('--optimizer', 'adam', choices=OPTIMIZERS,
+            help='adam (the starter\'s) or sgd with Nesterov momentum'),
+    Setting('--lr', None, float, f'(peak) learning rate; default {LR}', 'LR', low=0, above=True),
+    Setting('--weight-decay', None, float, f'default {WEIGHT_DECAY}', 'WD', low=0),
+    Setting('--schedule', 'onecycle', choices=('onecycle', 'constant'),
+            help='one-cycle learning rate per phase, or the starter\'s constant rate'),
+    Setting('--batch-size', 256, int, metavar='N', low=1),
+    Setting('--test-batch-size', 1000, int, metavar='N', low=1),
+    Setting('--bf16', False, bool, 'train in bfloat16 autocast (mixed precision): about 1.5x '
+            'faster on CPUs with AVX512-BF16 or AMX and on recent GPUs; weights and test '
+            'accuracy stay float32'),
+    Setting('--log-interval', 10, int, 'batches between progress-bar updates', 'N', low=1),
+]
+
+RETRAINING = [  # after each cut (pruning.py)
+    Setting('--re-epochs', 8, int, 'retraining epochs', 'N', low=0),
+    Setting('--re-optimizer', None, choices=OPTIMIZERS,
+            help='optimizer of the retraining phases; default: --optimizer'),
+    Setting('--re-lr', None, float, f'(peak) retraining learning rate; default {RE_LR}', 'LR',
+            low=0, above=True),
+    Setting('--re-weight-decay', None, float, 'weight decay of the retraining phases; default: '
+            '--weight-decay when both phases use the same optimizer, else that optimizer\'s '
+            'default', 'WD', low=0),
+    Setting('--re-augment', 'crop-flip', choices=AUGMENTATIONS,
+            help='augmentation of the training images in the retraining phases (the initial '
+                 'training always crops and flips): crop-flip, flip only, or none'),
+    Setting('--compact-training', False, bool, 'retrain a smaller copy holding only the units '
+            'that some later weight reads (same function and gradients; several times faster '
+            'once pruning leaves most units unread); implies --prune-dead-units'),
+]
+
+PRUNING_CUTS = [  # what each cut removes (pruning.py)
+    Setting('--prune', 'percentile', choices=('percentile', 'std'),
+            help='percentile: keep --rates percent per layer; std: threshold std*sensitivity'),
+    Setting('--sensitivity', 2, float, 's of prune_by_std', low=0),
+    Setting('--rates', None, layer_numbers('percent kept', '{"fc1": 5, "fc2": 3}'),
+            'percent KEPT per layer, e.g. \'{"fc1": 5, "fc2": 3}\' (others keep the paper\'s '
+            'defaults for the model)', 'JSON'),
+    Setting('--granularity', 'element', choices=CONV_GRANULARITIES,
+            help='what percentile pruning removes from conv layers: single weights, whole '
+                 'kernels, input channels or filters'),
+    Setting('--fc-granularity', 'element', choices=FC_GRANULARITIES,
+            help='what percentile pruning removes from fc layers: weights, rows or columns'),
+    Setting('--norm', 'l1', choices=NORMS, help='score of a structure'),
+    Setting('--scope', 'local', choices=SCOPES,
+            help='local: --rates per layer; global: one threshold across layers, keeping '
+                 '--global-rate percent of all weights'),
+    Setting('--global-rate', None, float, 'with --scope global: percent of all weights kept',
+            'P', low=0, high=100, above=True),
+    Setting('--unit-rates', None, layer_numbers('percent of its units kept', '{"fc1": 2, "fc2": 1.5}'),
+            'percent of a layer\'s output units kept, e.g. \'{"fc1": 2, "fc2": 1.5}\': after '
+            'each cut, the least salient units (L1 of incoming x outgoing weights) lose all '
+            'their weights, on the same schedule as --rates. In the homework format every '
+            'distinct unit of an fc layer costs a 33-bit code-tree leaf', 'JSON'),
+    Setting('--prune-dead-units', False, bool, 'after each cut, also zero the incoming weights '
+            'of units that no later weight reads (the network computes the same function)'),
+    Setting('--fold-constant-units', False, bool, 'after each cut, fold units left without '
+            'incoming weights (constant outputs) into the next fc layer\'s bias and drop '
+            'their outgoing weights'),
+]
+
+ROUNDS = [  # iterative pruning and its stop rules (pruning.py)
+    Setting('--prune-rounds', 1, int, 'iterative pruning: N prune + retrain rounds toward '
+            '--rates, each keeping the same fraction of the weights left (percentile only)',
+            'N', low=1),
+    Setting('--round-spans', None, Json(_spans, '{"fc2": 0.25}'), 'per layer, the share of the '
+            'rounds after which it reaches its rate, e.g. \'{"fc2": 0.25}\' (default 1: the '
+            'last round)', 'JSON'),
+    Setting('--round-epochs', [2], Json(_epochs_list, '[3, 3, 6]'), 'retraining epochs after '
+            'each round but the last (which gets --re-epochs): a number, or a JSON list of one '
+            'per round, whose last entry holds for the later rounds, e.g. \'[3, 3, 6]\'', 'N'),
+    Setting('--round-settings', {}, Json(_round_settings, ROUND_SETTINGS_EXAMPLE),
+            'retraining settings that change from a given round on (its final epochs '
+            f'included), e.g. \'{ROUND_SETTINGS_EXAMPLE}\'; a later round\'s replace an '
+            'earlier one\'s. Settings: ' + ', '.join(ROUND_SETTINGS), 'JSON'),
+    Setting('--round-report', False, bool, 'after each round, also weight-share a copy (5 '
+            'bits) and report its accuracy and homework-format compression ratio'),
+    Setting('--target-ratio', None, float, 'end the pruning rounds early, at the first round '
+            'whose cut brings a 5-bit weight-shared copy to this homework-format compression '
+            'ratio', 'R', low=1, above=True),
+    Setting('--min-accuracy', None, float, 'end the pruning rounds early: when a round\'s '
+            'retrained accuracy falls below A percent, go back to the round before and give '
+            'it --re-epochs', 'A', low=0, high=100),
+    Setting('--time-limit', None, float, 'end the pruning rounds early when, judged by the '
+            'last round, another round and its --re-epochs would end after MINUTES from the '
+            'start; the last round then gets --re-epochs', 'MINUTES', low=0, above=True),
+]
+
+PRUNING = [  # all of pruning.py's
+    *TRAINING, *RETRAINING, *PRUNING_CUTS, *ROUNDS,
+    Setting('--load-model-path', 'saves/initial_model.ptmodel',
+            help='the initial model: written after initial training, read with --from-initial'),
+    Setting('--save-model-path', 'saves/model_after_retraining.ptmodel'),
+    Setting('--from-initial', False, bool, 'skip initial training and start from --load-model-path'),
+    SEED, *run_settings('CUDA training'), *data_settings(from_checkpoint=False),
+]
+
+@dataclasses.dataclass(frozen=True)
+class Training:
+    """The settings of one training phase of pruning.py: the initial training, or the
+    retraining after each cut (then from --re-* and the round's --round-settings)."""
+    optimizer: str
+    lr: float
+    weight_decay: float
+    augment: str
+    schedule: str
+    batch_size: int
+    test_batch_size: int
+    log_interval: int
+    bf16: bool
+    compact: bool  # train a compact copy of a pruned model (net.compact)
+
+
+def initial_training(args: argparse.Namespace) -> Training:
+    """The initial training's settings of pruning.py's args (it always crops and flips)."""
+    return Training(args.optimizer, args.lr, args.weight_decay, 'crop-flip', args.schedule,
+                    args.batch_size, args.test_batch_size, args.log_interval, args.bf16,
+                    args.compact_training)
+
+
+def retraining(args: argparse.Namespace, changes: dict | None = None) -> Training:
+    """The retraining's settings of pruning.py's args, with a round's --round-settings
+    `changes` ({setting: value}) in effect."""
+    args = argparse.Namespace(**vars(args) | (changes or {}))
+    return Training(args.re_optimizer, args.re_lr, args.re_weight_decay, args.re_augment,
+                    args.schedule, args.batch_size, args.test_batch_size, args.log_interval,
+                    args.bf16, args.compact_training)
+
+
+PRUNING_DESCRIPTION = 'Train, prune and retrain AlexNet on CIFAR-10 (or --model on --dataset)'
+
+
+def pruning_settings(argv=None, overrides=None, source='settings') -> argparse.Namespace:
+    """pruning.py's settings from argv, `overrides` ({setting: value} as in a recipe's pruning
+    section; errors name `source`) and --config's section, with the defaults that follow
+    from others filled in."""
+    args = parse(PRUNING, argv, 'pruning', PRUNING_DESCRIPTION, overrides, source)
+    if args.compact_training:
+        # The copy leaves unread units out: their incoming weights must go at every cut
+        # (which changes nothing the network computes), or they would stay frozen.
+        args.prune_dead_units = True
+    if (args.scope == 'global') != (args.global_rate is not None):
+        fail('--scope global and --global-rate P go together (P: percent of all weights kept)')
+    if args.re_optimizer is None:
+        args.re_optimizer = args.optimizer
+    same = args.re_optimizer == args.optimizer
+    if args.lr is None:
+        args.lr = LR[args.optimizer]
+    if args.re_lr is None:
+        if args.schedule == 'constant':
+            args.re_lr = args.lr if same else LR[args.re_optimizer]
+        else:
+            args.re_lr = RE_LR[args.re_optimizer]
+    if args.weight_decay is None:
+        args.weight_decay = WEIGHT_DECAY[args.optimizer]
+    if args.re_weight_decay is None:
+        args.re_weight_decay = args.weight_decay if same else WEIGHT_DECAY[args.re_optimizer]
+    return args
+
+
+WEIGHT_SHARING = [  # weight_share.py
+    Setting('--load-model-path', 'saves/model_after_retraining.ptmodel'),
+    Setting('--save-model-path', 'saves/model_after_weight_sharing.ptmodel'),
+    Setting('--bits', 5, Json(_bits, '{"fc1": 3, "fc2": 2}'), '2**bits shared values per '
+            'layer (1..16), or JSON per layer, e.g. \'{"fc1": 3, "fc2": 2}\' (unnamed layers: 5)'),
+    Setting('--init', 'linear', choices=INITS,
+            help='centroid initialisation of k-means (the paper\'s three; linear: the slides\')'),
+    Setting('--quantize-epochs', 0, int, 'trained quantization: fine-tune the shared values '
+            '(and biases) for N epochs, assignments and zeros fixed (0: off, as in the homework)',
+            'N', low=0),
+    Setting('--quantize-lr', 1e-4, float, 'peak (one-cycle) Adam learning rate of trained '
+            'quantization', 'LR', low=0, above=True),
+    Setting('--quantize-augment', 'crop-flip', choices=AUGMENTATIONS,
+            help='augmentation of the training images in trained quantization (as pruning.py '
+                 '--re-augment): crop-flip, flip only, or none'),
+    Setting('--batch-size', 256, int, 'batch size of trained quantization', 'N', low=1),
+    SEED, *run_settings(), *data_settings(from_checkpoint=True),
+]
+
+ENCODING = [  # huffman_encode.py
+    Setting('--load-model-path', 'saves/model_after_weight_sharing.ptmodel'),
+    Setting('--out', 'encodings/', help='directory of the encodings'),
+    Setting('--pack', None, metavar='PATH',
+            help='also write the model as one compressed .dcz file and test it loaded back'),
+    Setting('--pack-float16', False, bool,
+            'lossy: store codebooks and biases of the .dcz file as float16'),
+    Setting('--pack-bias-bits', None, int, 'lossy: weight-share each layer\'s biases in the '
+            '.dcz file (2**B non-zero values; zeros stay zero)', 'B', low=1, high=16),
+    Setting('--unpack', None, metavar='PATH', help='only load a .dcz file and test its accuracy'),
+    *run_settings(), *data_settings(from_checkpoint=True),
+]
