@@ -58,8 +58,7 @@ def run(args):
             raise ValueError(f'--pack {args.pack} is inside --out {args.out}, which each run '
                              'replaces whole: pack it elsewhere (the recipes use saves/model.dcz)')
     outputs = {} if args.unpack else {'--out/': args.out, '--pack': args.pack}
-    config = util.start_run(args, 'huffman_encode.py', outputs,
-                            device=str(util.device_for(not args.no_cuda)))
+    config, _ = util.start_run(args, 'huffman_encode.py', outputs)
     if (args.pack_float16 or args.pack_bias_bits is not None) and not args.pack:
         raise ValueError('--pack-float16 and --pack-bias-bits change the .dcz file: add --pack PATH')
     if args.pack and args.unpack:

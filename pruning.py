@@ -151,12 +151,10 @@ def main(argv=None):
 
 def run(args, rates, spans=None, unit_rates=None):
     started = time.time()
-    torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
-    device = util.device_for(not args.no_cuda)
     outputs = {'--save-model-path': args.save_model_path,
                '--load-model-path': None if args.from_initial else args.load_model_path}
-    config = util.start_run(args, 'pruning.py', outputs, rates=rates, device=str(device))
+    config, device = util.start_run(args, 'pruning.py', outputs, rates=rates)
 
     if args.from_initial:
         model = load_model(args.load_model_path, device, made_by='pruning.py',

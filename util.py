@@ -19,15 +19,20 @@ def log(content, filename='log.txt'):
 
 def start_run(args, script, outputs, **settings):
     """Every script's preamble: check its output paths ({flag: path}; a flag ending in
-    '/' names a folder) before any work, then print and log the configuration (args,
-    `settings`, and the copy of the data); return it."""
+    '/' names a folder) before any work, seed torch (--seed, if the script has one), pick
+    the device (--no-cuda), print and log the configuration (args, `settings`, the device
+    and the copy of the data); return (configuration, device)."""
     for flag, path in {'--log': args.log, **outputs}.items():
         if path is not None:
             check_output(path, flag.rstrip('/'), folder=flag.endswith('/'))
-    config = vars(args) | settings | {'data': datasets.data_source(args.data_dir, args.dataset)}
+    if hasattr(args, 'seed'):
+        torch.manual_seed(args.seed)
+    device = device_for(not args.no_cuda)
+    config = vars(args) | settings | {'device': str(device),
+                                      'data': datasets.data_source(args.data_dir, args.dataset)}
     print(f'config: {json.dumps(config)}')
     log(f'{script} config {json.dumps(config)}', args.log)
-    return config
+    return config, device
 
 
 def check_output(path, flag, folder=False):

@@ -12,7 +12,7 @@ import util
 from net.checkpoint import CheckpointError, load_model, save_model
 from net.quantization import SharedWeights, apply_weight_sharing, validate_bits
 from recipe import datasets, settings
-from recipe.training import fit, make_optimizer
+from recipe.training import Phase, fit
 
 
 def parse_args(argv=None):
@@ -34,21 +34,16 @@ def trained_quantization(model, args, device, history):
     data = datasets.model_data(model, args.data_dir, args.subset, device)
     shared = SharedWeights(model)
     biases = [m.bias for _, m in model.prunable_layers() if m.bias is not None]
-    steps = -(-len(data[1]) // args.batch_size) * args.quantize_epochs
-    optimizer, scheduler = make_optimizer(shared.parameters() + biases, 'adam', args.quantize_lr,
-                                          0, 'onecycle', steps)
-    fit(model, data, args.quantize_epochs, optimizer, scheduler,
-        phase='quantize', generator=torch.Generator().manual_seed(args.seed), history=history,
-        batch_size=args.batch_size, after_backward=shared.accumulate_gradients,
-        after_step=shared.write_back, augmentation=args.quantize_augment)
+    phase = Phase('quantize', args.quantize_epochs, shared.parameters() + biases,
+                  shared.accumulate_gradients, shared.write_back)
+    fit(model, data, settings.quantization(args), phase, torch.Generator().manual_seed(args.seed),
+        history)
 
 
 def run(args, bits):
     started = time.time()
-    torch.manual_seed(args.seed)
-    device = util.device_for(not args.no_cuda)
-    config = util.start_run(args, 'weight_share.py', {'--save-model-path': args.save_model_path},
-                            bits=bits, device=str(device))
+    config, device = util.start_run(args, 'weight_share.py',
+                                    {'--save-model-path': args.save_model_path}, bits=bits)
     model = load_model(args.load_model_path, device, made_by='pruning.py', arch=args.model,
                        dataset=args.dataset)
     validate_bits(model, bits)

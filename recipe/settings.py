@@ -466,6 +466,19 @@ def retraining(args: argparse.Namespace, changes: dict | None = None) -> Trainin
                     args.bf16, args.compact_training)
 
 
+def quantization(args: argparse.Namespace) -> Training:
+    """The trained quantization's settings of weight_share.py's args: Adam without weight
+    decay, one cycle."""
+    return Training('adam', args.quantize_lr, 0, args.quantize_augment, 'onecycle',
+                    args.batch_size, default_of('--test-batch-size'), default_of('--log-interval'),
+                    False, False)
+
+
+def default_of(flag: str):
+    """The default of one of pruning.py's settings."""
+    return next(s.default for s in PRUNING if s.flag == flag)
+
+
 PRUNING_DESCRIPTION = 'Train, prune and retrain AlexNet on CIFAR-10 (or --model on --dataset)'
 
 

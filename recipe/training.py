@@ -8,6 +8,8 @@ gradients per cluster / tie the weights to their centroids). Test accuracy is me
 after every epoch and appended to `history`.
 """
 import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -44,45 +46,58 @@ def make_optimizer(params, name, lr, weight_decay, schedule, total_steps):
     return optimizer, scheduler
 
 
-def fit(model, data, epochs, optimizer, scheduler, *, phase, generator, history, batch_size,
-        after_backward, after_step, test_batch_size=1000, log_interval=10, bf16=False,
-        augmentation='crop-flip'):
-    """Train model for `epochs` on data = (train_x, train_y, test_x, test_y); the training
-    images are augmented (one of datasets.AUGMENTATIONS) when the model's dataset calls for
-    it (datasets.AUGMENTED).
+class Phase(NamedTuple):
+    """One call of fit: its name in the progress bar and history, its epochs, the
+    parameters the optimizer updates, and what runs after every backward() (zero the
+    pruned weights' gradients; sum the gradients per cluster) and every optimizer step
+    (re-apply the masks; tie the weights to their centroids)."""
+    name: str
+    epochs: int
+    parameters: list
+    after_backward: Callable[[], None]
+    after_step: Callable[[], None]
 
-    bf16: forward passes in bfloat16 autocast (mixed precision; the weights, their updates
-    and the test accuracy stay float32)."""
+
+def fit(model, data, training: Training, phase: Phase, generator, history: list) -> None:
+    """Train model for phase.epochs on data = (train_x, train_y, test_x, test_y) with
+    training's optimizer, schedule, batch size and augmentation (when the model's dataset
+    calls for it: datasets.AUGMENTED); the test accuracy of every epoch goes to history.
+
+    training.bf16: forward passes in bfloat16 autocast (mixed precision; the weights,
+    their updates and the test accuracy stay float32)."""
     train_x, train_y, test_x, test_y = data
-    steps = -(-len(train_y) // batch_size)
+    steps = -(-len(train_y) // training.batch_size)
+    epochs, augmentation = phase.epochs, training.augment
+    optimizer, scheduler = make_optimizer(phase.parameters, training.optimizer, training.lr,
+                                          training.weight_decay, training.schedule, epochs * steps)
     for epoch in range(1, epochs + 1):
         model.train()
         seen = correct = 0
         total_loss = 0.0
-        bar = tqdm(datasets.batches(train_x, train_y, batch_size, generator, train=True,
+        bar = tqdm(datasets.batches(train_x, train_y, training.batch_size, generator, train=True,
                                  augmentation=augmentation if datasets.AUGMENTED[model.dataset] else 'none'),
-                   total=steps, desc=f'{phase} {epoch}/{epochs}', leave=False, mininterval=1)
+                   total=steps, desc=f'{phase.name} {epoch}/{epochs}', leave=False, mininterval=1)
         for i, (x, y) in enumerate(bar):
             optimizer.zero_grad()
-            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=training.bf16):
                 output = model(x)
             loss = F.nll_loss(output.float(), y)
             loss.backward()
-            after_backward()
+            phase.after_backward()
             optimizer.step()
-            after_step()
+            phase.after_step()
             if scheduler is not None:
                 scheduler.step()
             seen += len(y)
             total_loss += loss.item() * len(y)
             correct += (output.argmax(1) == y).sum().item()
-            if i % log_interval == 0:
+            if i % training.log_interval == 0:
                 bar.set_postfix(loss=f'{total_loss / seen:.3f}', acc=f'{100 * correct / seen:.1f}%')
-        _, accuracy = datasets.evaluate(model, test_x, test_y, test_batch_size)
-        record = {'phase': phase, 'epoch': epoch, 'train_loss': total_loss / seen,
+        _, accuracy = datasets.evaluate(model, test_x, test_y, training.test_batch_size)
+        record = {'phase': phase.name, 'epoch': epoch, 'train_loss': total_loss / seen,
                   'train_accuracy': 100 * correct / seen, 'test_accuracy': accuracy}
         history.append(record)
-        print(f'{phase} epoch {epoch}/{epochs}: loss {record["train_loss"]:.4f}, '
+        print(f'{phase.name} epoch {epoch}/{epochs}: loss {record["train_loss"]:.4f}, '
               f'train {record["train_accuracy"]:.2f}%, test {accuracy:.2f}%')
 
 
@@ -104,13 +119,9 @@ def train(model, data, training: Training, epochs: int, phase: str, generator, h
         trained = compacted.model
         print(f'training a compact copy: {parameter_count(trained):,} of '
               f'{parameter_count(model):,} parameters')
-    steps = -(-len(data[1]) // training.batch_size)
-    optimizer, scheduler = make_optimizer(trained.parameters(), training.optimizer, training.lr,
-                                          training.weight_decay, training.schedule, epochs * steps)
-    fit(trained, data, epochs, optimizer, scheduler, phase=phase, generator=generator,
-        history=history, batch_size=training.batch_size, test_batch_size=training.test_batch_size,
-        log_interval=training.log_interval, after_backward=trained.mask_gradients,
-        after_step=trained.apply_masks, bf16=training.bf16, augmentation=training.augment)
+    fit(trained, data, training, Phase(phase, epochs, list(trained.parameters()),
+                                       trained.mask_gradients, trained.apply_masks),
+        generator, history)
     if compact:
         write_back(model, compacted)
     return (time.time() - started) / epochs if epochs else 0.0

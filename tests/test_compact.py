@@ -12,7 +12,7 @@ import pruning
 from net.compact import compact_copy, parameter_count, write_back
 from net.prune import PruningModule, set_mask
 from recipe import settings, training
-from recipe.training import fit, make_optimizer
+from recipe.training import Phase, fit, make_optimizer
 
 
 class ChainNet(PruningModule):
@@ -158,11 +158,11 @@ def test_compact_copy_on_a_gpu(pruned_chain):
 def test_bf16_runs_the_forward_pass_in_bfloat16(tiny, synthetic_data):
     dtypes = []
     tiny.fc1.register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
-    for bf16 in (False, True):
-        optimizer, _ = make_optimizer(tiny.parameters(), 'adam', 1e-3, 0, 'constant', 4)
-        fit(tiny, synthetic_data, 1, optimizer, None, phase='t', generator=torch.Generator(),
-            history=[], batch_size=64, after_backward=lambda: None, after_step=lambda: None,
-            bf16=bf16)
+    for bf16 in ([], ['--bf16']):
+        training = settings.initial_training(pruning.parse_args(
+            ['--schedule', 'constant', '--batch-size', '64', *bf16]))
+        fit(tiny, synthetic_data, training, Phase('t', 1, list(tiny.parameters()), lambda: None,
+                                                  lambda: None), torch.Generator(), [])
     # One training batch and one test batch per epoch: the test pass stays float32.
     assert dtypes == [torch.float32, torch.float32, torch.bfloat16, torch.float32]
     assert all(p.dtype == torch.float32 for p in tiny.parameters())

@@ -26,7 +26,7 @@ from net.quantization import (
 )
 from recipe import datasets, settings
 from recipe.rounds import round_rates
-from recipe.training import fit, make_optimizer
+from recipe.training import Phase, fit, make_optimizer
 from tests.conftest import ROOT, fake_mnist_dir
 
 
@@ -496,10 +496,10 @@ def test_trained_quantization_keeps_zeros_assignments_and_value_counts(tiny, syn
     apply_weight_sharing(tiny, 3)
     before = {n: m.weight.data.clone() for n, m in tiny.prunable_layers()}
     shared = SharedWeights(tiny)
-    optimizer, scheduler = make_optimizer(shared.parameters(), 'adam', 0.01, 0, 'constant', 1)
-    fit(tiny, synthetic_data, 2, optimizer, scheduler, phase='q', history=[],
-        generator=torch.Generator().manual_seed(0), batch_size=16,
-        after_backward=shared.accumulate_gradients, after_step=shared.write_back)
+    training = settings.initial_training(pruning.parse_args(
+        ['--lr', '0.01', '--weight-decay', '0', '--schedule', 'constant', '--batch-size', '16']))
+    fit(tiny, synthetic_data, training, Phase('q', 2, shared.parameters(), shared.accumulate_gradients,
+                                              shared.write_back), torch.Generator().manual_seed(0), [])
     for name, layer in tiny.prunable_layers():
         old, new = before[name], layer.weight.data
         assert torch.equal(old != 0, new != 0), name
