@@ -34,7 +34,7 @@ class HuffmanCode:
         self.codes, self.order = canonical_codes(self.lengths)  # order: symbols by (length, symbol)
 
     @classmethod
-    def from_counts(cls, counts, max_length=MAX_CODE_LENGTH):
+    def from_counts(cls, counts, max_length: int = MAX_CODE_LENGTH) -> 'HuffmanCode':
         """The Huffman code of symbols with these counts (0 counts as 1) and codes of at
         most max_length bits: counts are halved until it fits, which ends at worst in a
         balanced code. A single symbol gets length 0: it needs no bits."""
@@ -47,11 +47,11 @@ class HuffmanCode:
                 return cls(lengths)
             counts = (counts + 1) // 2
 
-    def encode(self, symbols):
+    def encode(self, symbols: np.ndarray) -> bytes:
         """The codes of symbols (an integer array), concatenated into zero-padded bytes."""
         return pack_codes(self.codes[symbols], self.lengths[symbols])
 
-    def decode(self, body, n, path='stream'):
+    def decode(self, body: bytes, n: int, path: str = 'stream') -> tuple[np.ndarray, int]:
         """(the first n symbols coded in body, the number of bits they take);
         HuffmanFormatError, naming path, if body holds fewer."""
         if n == 0 or not self.lengths.any():  # a single symbol takes no bits
@@ -65,7 +65,7 @@ class HuffmanCode:
 
 
 # ---------------------------------------------------------------- building a code
-def huffman_code_lengths(counts):
+def huffman_code_lengths(counts: np.ndarray) -> np.ndarray:
     """Huffman code length of each symbol, given their counts (all > 0).
 
     One symbol gets length 1: the starter's dummy sibling makes it cost one bit each.
@@ -99,7 +99,7 @@ def huffman_code_lengths(counts):
     return lengths
 
 
-def canonical_codes(lengths):
+def canonical_codes(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Canonical code values for the given lengths, in symbol order.
 
     Symbols sorted by (length, index) get consecutive codes; that order is also the
@@ -124,7 +124,7 @@ def canonical_codes(lengths):
 
 
 # ---------------------------------------------------------------- bit packing
-def pack_codes(codes, lengths):
+def pack_codes(codes: np.ndarray, lengths: np.ndarray) -> bytes:
     """Concatenate variable-length codes (MSB first, each at most 57 bits) into
     zero-padded bytes.
 
@@ -155,14 +155,15 @@ def _byte_words(body):
     return np.ndarray((len(body) + 1,), dtype='>u8', buffer=padded, strides=(1,))
 
 
-def bit_windows(body, positions, width):
+def bit_windows(body: bytes, positions: np.ndarray, width: int) -> np.ndarray:
     """The `width`-bit big-endian integer starting at each bit position of body."""
     words = _byte_words(body)[positions >> 3].astype(np.uint64)
     return (words << (positions & 7).astype(np.uint64)) >> np.uint64(64 - width)
 
 
 # ---------------------------------------------------------------- decoding
-def codeword_starts(body, lengths, codes, n, path):
+def codeword_starts(body: bytes, lengths: np.ndarray, codes: np.ndarray, n: int,
+                    path: str) -> tuple[np.ndarray, np.ndarray]:
     """Bit offsets and leaf indices of the first n codewords of body."""
     total_bits = len(body) * 8
     max_length = int(lengths.max())
@@ -346,7 +347,7 @@ def _step_lookup(lengths, leaf_of, max_length):
 
 
 # ---------------------------------------------------------------- varints
-def varint(n):
+def varint(n: int) -> bytes:
     out = bytearray()
     while True:
         byte, n = n & 0x7F, n >> 7
@@ -355,7 +356,7 @@ def varint(n):
             return bytes(out)
 
 
-def read_varint(buf, pos, path):
+def read_varint(buf: bytes, pos: int, path: str) -> tuple[int, int]:
     value = shift = 0
     while True:
         if pos >= len(buf) or shift > 63:

@@ -47,7 +47,8 @@ IDX_FILES = {True: ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
              False: ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')}
 
 
-def load_split(train, data_dir=None, subset=None, dataset='cifar10', size=None):
+def load_split(train: bool, data_dir: str | None = None, subset: int | None = None,
+               dataset: str = 'cifar10', size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(images uint8 [N, C, H, W], labels int64 [N]) of one split of `dataset`, on the CPU.
 
     data_dir None: torchvision's copy, downloaded into data/. Otherwise, recognised by the
@@ -83,7 +84,7 @@ def load_split(train, data_dir=None, subset=None, dataset='cifar10', size=None):
     return images, torch.from_numpy(np.asarray(labels, dtype=np.int64))
 
 
-def data_source(data_dir, dataset=None):
+def data_source(data_dir: str | None, dataset: str | None = None) -> str:
     """Which copy of the data load_split reads from data_dir, in words (for the logs)."""
     if data_dir is None:
         return 'the official data, downloaded by torchvision into data/'
@@ -274,7 +275,7 @@ def _wrong_classes(source, found, dataset):
                      "model's data")
 
 
-def read_idx(path):
+def read_idx(path: str) -> np.ndarray:
     """The array in an IDX file (the MNIST format: magic 0 0 8 ndim, big-endian uint32
     dimensions, then unsigned bytes), gzipped or not."""
     opener = gzip.open if path.endswith('.gz') else open
@@ -321,17 +322,19 @@ def _image_folder(root, subset, channels, side, dataset):
 
 
 @functools.lru_cache(maxsize=4)
-def cached_split(train, data_dir, subset, dataset='cifar10', size=None):
+def cached_split(train: bool, data_dir: str | None, subset: int | None, dataset: str = 'cifar10',
+                 size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     return load_split(train, data_dir, subset, dataset, size)
 
 
-def model_data(model, data_dir, subset, device):
+def model_data(model, data_dir: str | None, subset: int | None, device) -> tuple:
     """(train images, train labels, test images, test labels) for model, on device."""
     return (*model_split(model, True, data_dir, subset, device),
             *model_split(model, False, data_dir, subset, device))
 
 
-def model_split(model, train, data_dir, subset, device):
+def model_split(model, train: bool, data_dir: str | None, subset: int | None,
+                device) -> tuple[torch.Tensor, torch.Tensor]:
     """load_split for what model was built for (its dataset, padded to its input size),
     on device; the test split is cached."""
     load = cached_split if not train else load_split
@@ -339,12 +342,12 @@ def model_split(model, train, data_dir, subset, device):
     return images.to(device), labels.to(device)
 
 
-def normalize(images):
+def normalize(images: torch.Tensor) -> torch.Tensor:
     """uint8 [B, C, H, W] -> float, as ToTensor() + Normalize((0.1307,), (0.3081,))."""
     return images.float().mul_(1 / (255 * NORM_STD)).sub_(NORM_MEAN / NORM_STD)
 
 
-def augment(images, generator, padding=CROP_PADDING):
+def augment(images: torch.Tensor, generator, padding: int = CROP_PADDING) -> torch.Tensor:
     """Batched random crop (zero padding, like RandomCrop(32, padding=4)) + h-flip;
     padding 0: h-flip only.
 
@@ -363,7 +366,8 @@ def augment(images, generator, padding=CROP_PADDING):
     return picked_rows.gather(3, cols.expand(n, c, h, w))
 
 
-def batches(images, labels, batch_size, generator=None, train=False, augmentation='crop-flip'):
+def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, generator=None,
+            train: bool = False, augmentation: str = 'crop-flip'):
     """Yield (normalised float inputs, labels); shuffled when train, and then augmented:
     augmentation is one of AUGMENTATIONS."""
     if augmentation not in AUGMENTATIONS:
@@ -378,7 +382,8 @@ def batches(images, labels, batch_size, generator=None, train=False, augmentatio
         yield normalize(x), labels[idx]
 
 
-def evaluate(model, images, labels, batch_size=1000):
+def evaluate(model, images: torch.Tensor, labels: torch.Tensor,
+             batch_size: int = 1000) -> tuple[float, float]:
     """(average nll loss, accuracy %) of model on the given tensors (on model's device)."""
     model.eval()
     loss = correct = 0.0

@@ -60,7 +60,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 # ---------------------------------------------------------------- from flags and recipes
-def add_flags(parser: argparse.ArgumentParser, settings: Sequence[Setting]):
+def add_flags(parser: argparse.ArgumentParser, settings: Sequence[Setting]) -> None:
     """The settings' flags on parser. They collect the text given (or True for an on/off
     flag) and nothing when absent: values() converts and checks."""
     for s in settings:
@@ -104,7 +104,7 @@ def values_of(settings: Sequence[Setting], given: dict, recipe: dict) -> dict:
     return values
 
 
-def from_text(setting: Setting, text):
+def from_text(setting: Setting, text: str | list | bool):
     """A flag's value from its command-line text (a list of them, for `many`), checked."""
     if setting.many:
         return [from_text(setting._replace(many=False), one) for one in text]

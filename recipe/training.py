@@ -24,7 +24,8 @@ MIN_ONECYCLE_STEPS = 8
 FUSED_DEVICES = ('cpu', 'cuda')
 
 
-def make_optimizer(params, name, lr, weight_decay, schedule, total_steps):
+def make_optimizer(params, name: str, lr: float, weight_decay: float, schedule: str,
+                   total_steps: int) -> tuple:
     """(optimizer, per-step scheduler or None): Adam or Nesterov SGD; one-cycle or constant."""
     params = list(params)
     # One fused kernel per step instead of a dozen passes over the weights: a fifth of a
