@@ -54,6 +54,8 @@ class HuffmanCode:
     def decode(self, body: bytes, n: int, path: str = 'stream') -> tuple[np.ndarray, int]:
         """(the first n symbols coded in body, the number of bits they take);
         HuffmanFormatError, naming path, if body holds fewer."""
+        if n and not len(self.lengths):
+            raise HuffmanFormatError(f'{path}: {n} symbols of an empty code')
         if n == 0 or not self.lengths.any():  # a single symbol takes no bits
             return np.zeros(n, dtype=np.int64), 0
         canonical = self.order

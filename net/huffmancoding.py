@@ -211,6 +211,8 @@ def _decode_tree(body, n_leaves, path):
         code, length = code << zeros, length + zeros
         if length > MAX_CODE_LENGTH or (n_leaves > 1 and length == 0):
             raise HuffmanFormatError(f'{path}: corrupt code tree (code length {length})')
+        if lengths and length < lengths[-1]:  # a valid tree, but not the canonical one we write
+            raise HuffmanFormatError(f'{path}: corrupt code tree (not canonical)')
         pos = ones[one_index] + 1
         values.append(pos)
         lengths.append(length)

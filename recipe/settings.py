@@ -145,7 +145,11 @@ def comma_list(kind: type) -> Callable:
 def from_recipe(setting: Setting, value, source: str):
     """A recipe's value of setting, checked as the command line's would be."""
     if isinstance(setting.kind, Json):
+        if value is None and setting.default in (None, {}):  # null: not set
+            return copy.deepcopy(setting.default)
         try:
+            if isinstance(value, str):  # JSON as the command line gives it
+                return from_text(setting, value)
             return setting.kind.check(value, setting.flag)
         except SettingError as err:
             raise SettingError(f'{source}: {err}') from None

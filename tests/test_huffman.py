@@ -340,3 +340,17 @@ def test_failed_swap_keeps_the_old_encodings(shared_alexnet, tmp_path, monkeypat
         huffman_encode_model(shared_alexnet, tmp_path / 'enc', None)
     assert sorted(p.name for p in (tmp_path / 'enc').iterdir()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ['enc']
+
+
+def test_a_complete_tree_that_is_not_canonical_is_refused():
+    from net import huffmancoding as hc
+    from net.codec import pack_codes
+    # Preorder: root, leaf (length 1), internal, two leaves of length 2: canonical. Swapped
+    # (internal first, then the length-1 leaf) it is complete but not canonical.
+    leaf = lambda v: (np.uint64((1 << 32) | v), 33)  # noqa: E731
+    parts = [(np.uint64(0), 1), (np.uint64(0), 1), leaf(1), leaf(2), leaf(3)]
+    codes, lengths = (np.array(x) for x in zip(*parts, strict=True))
+    tree = hc._header(hc.TREE_MAGIC, np.dtype('int32'), 3) + pack_codes(codes.astype(np.uint64), lengths)
+    _, stream = encode_stream(np.array([1, 2, 3, 3, 1], np.int32))
+    with pytest.raises(HuffmanFormatError, match='not canonical'):
+        decode_stream(tree, stream)

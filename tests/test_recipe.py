@@ -617,3 +617,13 @@ def test_shipped_recipes_parse_for_all_three_scripts(name):
     shared = weight_share.parse_args(['--config', path])
     validate_bits(layers, shared.bits)
     huffman_encode.parse_args(['--config', path])
+
+
+def test_a_recipes_null_or_text_json_settings_mean_what_they_did(tmp_path):
+    path = write_recipe(tmp_path, {'pruning': {'rates': None, 'round_settings': None,
+                                               'unit_rates': '{"fc1": 5}', 'round_epochs': '[3, 6]'},
+                                   'weight_share': {'bits': '{"fc1": 3}'}})
+    args = pruning.parse_args(['--config', path])
+    assert (args.rates, args.round_settings, args.unit_rates, args.round_epochs) == (
+        None, {}, {'fc1': 5}, [3, 6])
+    assert weight_share.parse_args(['--config', path]).bits == {'fc1': 3}
