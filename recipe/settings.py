@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from net.models import DATASETS, MODELS
-from net.quantization import INITS
+from net.quantization import INITS, check_bits
 from net.structured import CONV_GRANULARITIES, FC_GRANULARITIES, NORMS, SCOPES
 from recipe import datasets
 from util import fail
@@ -153,7 +153,7 @@ def from_recipe(setting: Setting, value, source: str):
             return setting.kind.check(value, setting.flag)
         except SettingError as err:
             raise SettingError(f'{source}: {err}') from None
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    number = _is_number(value)
     if setting.kind is bool:
         valid = isinstance(value, bool)
     elif setting.kind in (int, float):
@@ -227,10 +227,6 @@ def read_recipe(path: str | None, section: str, settings: Sequence[Setting]) -> 
 
 
 # ---------------------------------------------------------------- JSON settings
-def _shown(value) -> str:
-    return json.dumps(value)
-
-
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -241,7 +237,7 @@ def layer_numbers(what: str, example: str) -> Json:
     def check(value, flag):
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise SettingError(f'{flag} must be a JSON object of layer -> {what}, e.g. {example}; '
-                               f'got {_shown(value)}')
+                               f'got {json.dumps(value)}')
         return value
     return Json(check, example)
 
@@ -257,26 +253,25 @@ def _spans(value, flag):
 def _epochs_list(value, flag):
     epochs = value if isinstance(value, list) else [value]
     if not epochs or not all(_is_number(n) and n >= 0 and float(n).is_integer() for n in epochs):
-        raise SettingError(f'{flag}: {_shown(value)} is neither a number of epochs nor a JSON '
+        raise SettingError(f'{flag}: {json.dumps(value)} is neither a number of epochs nor a JSON '
                            'list of them, e.g. 6 or [3, 3, 6]')
     return [int(n) for n in epochs]
 
 
 def _bits(value, flag):
-    def one(bits):
-        if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
-            raise SettingError(f'{flag}: bits must be an integer from 1 to 16, got {bits!r}')
-        return bits
-    if isinstance(value, dict):
-        return {name: one(bits) for name, bits in value.items()}
-    return one(value)
+    try:
+        if isinstance(value, dict):
+            return {name: check_bits(bits) for name, bits in value.items()}
+        return check_bits(value)
+    except ValueError as err:
+        raise SettingError(f'{flag}: {err}') from None
 
 
 def json_object(what: str, example: str) -> Json:
     """Any JSON object (`what` it is)."""
     def check(value, flag):
         if not isinstance(value, dict):
-            raise SettingError(f'{flag}: {what} is a JSON object, e.g. {example}; got {_shown(value)}')
+            raise SettingError(f'{flag}: {what} is a JSON object, e.g. {example}; got {json.dumps(value)}')
         return value
     return Json(check, example)
 
@@ -290,7 +285,7 @@ def _round_settings(value, flag):
         if not (start.isascii() and start.isdigit() and int(start) >= 1 and isinstance(values, dict)):
             raise SettingError(f'{flag}: each key is a round number from 1, each value a JSON '
                                f'object of settings, e.g. {ROUND_SETTINGS_EXAMPLE}; '
-                               f'got "{start}": {_shown(values)}')
+                               f'got "{start}": {json.dumps(values)}')
         fixed = sorted({key.replace('-', '_') for key in values} - set(ROUND_SETTINGS))
         if fixed:
             raise SettingError(f'{flag}: {fixed} cannot change by round; these can: {list(ROUND_SETTINGS)}')
@@ -314,7 +309,8 @@ OPTIMIZERS = ('adam', 'sgd')
 AUGMENTATIONS = tuple(datasets.AUGMENTATIONS)
 
 
-def data_settings(from_checkpoint: bool) -> list[Setting]:
+def data_settings(from_checkpoint: bool,
+                  subset: str = 'use only N train and N test images (smoke runs)') -> list[Setting]:
     """--model, --dataset, --data-dir and --subset. from_checkpoint: the model and dataset
     default to what the loaded checkpoint records (given, they must match it)."""
     given = 'default: the checkpoint\'s; given, it must match' if from_checkpoint else None
@@ -325,8 +321,7 @@ def data_settings(from_checkpoint: bool) -> list[Setting]:
                 help=given or 'the data (default cifar10)'),
         Setting('--data-dir', metavar='DIR', help='an offline copy instead of the torchvision '
                 f'download: {datasets.OFFLINE_LAYOUTS}'),
-        Setting('--subset', kind=int, metavar='N', low=1,
-                help='use only N train and N test images (smoke runs)'),
+        Setting('--subset', kind=int, metavar='N', low=1, help=subset),
     ]
 
 
@@ -440,8 +435,9 @@ PRUNING = [  # all of pruning.py's
 
 @dataclasses.dataclass(frozen=True)
 class Training:
-    """The settings of one training phase of pruning.py: the initial training, or the
-    retraining after each cut (then from --re-* and the round's --round-settings)."""
+    """The settings of one training phase: pruning.py's initial training or its retraining
+    after each cut (from --re-* and the round's --round-settings), or weight_share.py's
+    trained quantization."""
     optimizer: str
     lr: float
     weight_decay: float
@@ -543,5 +539,5 @@ ENCODING = [  # huffman_encode.py
     Setting('--pack-bias-bits', None, int, 'lossy: weight-share each layer\'s biases in the '
             '.dcz file (2**B non-zero values; zeros stay zero)', 'B', low=1, high=16),
     Setting('--unpack', None, metavar='PATH', help='only load a .dcz file and test its accuracy'),
-    *run_settings(), *data_settings(from_checkpoint=True),
+    *run_settings(), *data_settings(from_checkpoint=True, subset='test on N images only'),
 ]
