@@ -24,11 +24,14 @@ from recipe import datasets, settings
 
 
 def parse_args(argv=None):
-    """The settings of a run (recipe/settings.py's ENCODING), and the command line itself."""
-    args = settings.parse(settings.ENCODING, argv, 'huffman_encode',
+    """The settings of a run (recipe/settings.py's EncodingSettings)."""
+    return settings.parse(settings.EncodingSettings, argv, 'huffman_encode',
                           'Huffman-encode a weight-shared model')
-    args.command = 'python huffman_encode.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
-    return args
+
+
+def command_of(argv=None):
+    """The command line itself, recorded beside a shipped .dcz file."""
+    return 'python huffman_encode.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
 
 
 def is_inside(path, folder):
@@ -45,12 +48,12 @@ def parameters_equal(a, b):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        run(args)
+        run(args, command_of(argv))
     except (ValueError, CheckpointError, datasets.DataError, HuffmanFormatError, ContainerError) as err:
         util.fail(err)
 
 
-def run(args):
+def run(args, command):
     started = time.time()
     if not args.unpack:
         check_replaceable(args.out)  # never a folder holding files the encoder did not write
@@ -58,7 +61,7 @@ def run(args):
             raise ValueError(f'--pack {args.pack} is inside --out {args.out}, which each run '
                              'replaces whole: pack it elsewhere (the recipes use saves/model.dcz)')
     outputs = {} if args.unpack else {'--out/': args.out, '--pack': args.pack}
-    config, _ = util.start_run(args, 'huffman_encode.py', outputs)
+    config, _ = util.start_run(args, 'huffman_encode.py', outputs, command=command)
     if (args.pack_float16 or args.pack_bias_bits is not None) and not args.pack:
         raise ValueError('--pack-float16 and --pack-bias-bits change the .dcz file: add --pack PATH')
     if args.pack and args.unpack:
@@ -96,12 +99,12 @@ def run(args):
         'accuracy_after_decoding': after, 'exact': exact, 'encode_seconds': encode_seconds,
         'decode_seconds': decode_seconds}
     if args.pack:
-        record['pack'] = pack(model, args, homework=total)
+        record['pack'] = pack(model, args, total, command)
     util.write_json(util.results_path(args.log, 'huffman_encode'),
                     record | {'wall_seconds': time.time() - started})
 
 
-def pack(model, args, homework):
+def pack(model, args, homework, command):
     """Write the .dcz file, load it back, check it and test it; describe it in a JSON file
     beside it (PATH with .json for .dcz); return its report."""
     lossy = args.pack_float16 or args.pack_bias_bits is not None
@@ -126,7 +129,7 @@ def pack(model, args, homework):
              args.log)
     report |= {'path': args.pack, 'accuracy': accuracy, 'encode_seconds': encode_seconds,
                'decode_seconds': decode_seconds}
-    util.write_json(description_path(args.pack), describe_pack(report, args, homework))
+    util.write_json(description_path(args.pack), describe_pack(report, args, homework, command))
     return report
 
 
@@ -136,7 +139,7 @@ def description_path(pack_path):
     return stem + '.json' if extension == '.dcz' else pack_path + '.json'
 
 
-def describe_pack(report, args, homework):
+def describe_pack(report, args, homework, command):
     """What a shipped .dcz file is, how well it does, and the command that made it."""
     data = f'the test split of {datasets.data_source(args.data_dir, report["dataset"])}'
     if args.subset:
@@ -150,7 +153,7 @@ def describe_pack(report, args, homework):
         'homework_format_ratio': homework['original'] / homework['compressed'],
         'dense_float32_bytes': report['dense_bytes'],
         'layers': {r['layer']: {k: v for k, v in r.items() if k != 'layer'} for r in report['layers']},
-        'command': args.command}
+        'command': command}
 
 
 def unpack(args, config):

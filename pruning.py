@@ -20,7 +20,7 @@ from recipe.training import train
 
 
 def parse_args(argv=None):
-    """The settings of a run: recipe/settings.py's PRUNING."""
+    """The settings of a run (recipe/settings.py's PruningSettings)."""
     return settings.pruning_settings(argv)
 
 

@@ -1,5 +1,6 @@
 """Shared helpers of the three scripts: logging, parameter printing, test(); the data
 lives in recipe/datasets.py."""
+import dataclasses
 import json
 import os
 import sys
@@ -28,8 +29,8 @@ def start_run(args, script, outputs, **settings):
     if hasattr(args, 'seed'):
         torch.manual_seed(args.seed)
     device = device_for(not args.no_cuda)
-    config = vars(args) | settings | {'device': str(device),
-                                      'data': datasets.data_source(args.data_dir, args.dataset)}
+    config = dataclasses.asdict(args) | settings | {
+        'device': str(device), 'data': datasets.data_source(args.data_dir, args.dataset)}
     print(f'config: {json.dumps(config)}')
     log(f'{script} config {json.dumps(config)}', args.log)
     return config, device

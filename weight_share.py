@@ -16,8 +16,8 @@ from recipe.training import Phase, fit
 
 
 def parse_args(argv=None):
-    """The settings of a run (recipe/settings.py's WEIGHT_SHARING)."""
-    return settings.parse(settings.WEIGHT_SHARING, argv, 'weight_share',
+    """The settings of a run (recipe/settings.py's WeightSharingSettings)."""
+    return settings.parse(settings.WeightSharingSettings, argv, 'weight_share',
                           'Weight-share (k-means quantize) a pruned model')
 
 

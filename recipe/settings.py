@@ -72,11 +72,12 @@ def add_flags(parser: argparse.ArgumentParser, settings: Sequence[Setting]) -> N
                                 choices=s.choices, help=s.help or None, nargs='+' if s.many else None)
 
 
-def parse(settings: Sequence[Setting], argv, section: str, description: str,
-          overrides: dict | None = None, source: str = 'settings') -> argparse.Namespace:
-    """The settings' values from argv (flags win), `overrides` (a recipe section's form;
-    errors name `source`), the --config recipe's `section`, then the defaults; every
-    value converted and checked."""
+def parse(cls, argv, section: str, description: str, overrides: dict | None = None,
+          source: str = 'settings'):
+    """A script's settings object (cls) from argv (flags win), `overrides` (a recipe
+    section's form; errors name `source`), the --config recipe's `section`, then the
+    defaults; every value converted and checked."""
+    settings = flags_of(cls)
     parser = ArgumentParser(description=description)
     add_flags(parser, settings)
     parser.add_argument('--config', default=None, metavar='FILE',
@@ -89,7 +90,7 @@ def parse(settings: Sequence[Setting], argv, section: str, description: str,
         values = values_of(settings, given, recipe)
     except SettingError as err:
         fail(err)
-    return argparse.Namespace(**values, config=config)
+    return cls(**values, config=config)
 
 
 def values_of(settings: Sequence[Setting], given: dict, recipe: dict) -> dict:
@@ -279,7 +280,7 @@ def json_object(what: str, example: str) -> Json:
 def _round_settings(value, flag):
     """{first round: {setting: value}}, each value checked as the pruning section's."""
     json_object('each round\'s settings', ROUND_SETTINGS_EXAMPLE).check(value, flag)
-    by_key = {s.key: s for s in RETRAINING if s.key in ROUND_SETTINGS}
+    by_key = {s.key: s for s in flags_of(Retraining) if s.key in ROUND_SETTINGS}
     rounds = {}
     for start, values in value.items():
         if not (start.isascii() and start.isdigit() and int(start) >= 1 and isinstance(values, dict)):
@@ -296,6 +297,26 @@ def _round_settings(value, flag):
 
 
 # ---------------------------------------------------------------- the settings, by phase
+# Each phase is a frozen dataclass whose fields are its settings; setting() declares a
+# field's flag (the field's name with '-' for '_'), default, kind, help and range once.
+def setting(default=None, kind=str, help: str = '', metavar: str | None = None, **limits):
+    """A settings field: its default, kind (int, float, str, bool, a Json or a text
+    parser) and help; limits as Setting's (choices, low, high, above, many)."""
+    declared = Setting('', default, kind, help, metavar, **limits)
+    if isinstance(default, (list, dict)):  # a fresh copy for every settings object
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default),
+                                 metadata={'setting': declared})
+    return dataclasses.field(default=default, metadata={'setting': declared})
+
+
+def flags_of(cls) -> list[Setting]:
+    """The Settings of a phase (or of a script's settings class), in field order."""
+    return [f.metadata['setting']._replace(flag='--' + f.name.replace('_', '-'))
+            for f in dataclasses.fields(cls) if 'setting' in f.metadata]
+
+
+phase = dataclasses.dataclass(frozen=True)
+
 # The starter's recipe: --schedule constant --lr 0.001 --batch-size 50 --epochs 100
 # --re-epochs 30 --prune std --sensitivity 2. These defaults fit a full run of the three
 # scripts in about an hour on a 2-core CPU.
@@ -309,129 +330,227 @@ OPTIMIZERS = ('adam', 'sgd')
 AUGMENTATIONS = tuple(datasets.AUGMENTATIONS)
 
 
-def data_settings(from_checkpoint: bool,
-                  subset: str = 'use only N train and N test images (smoke runs)') -> list[Setting]:
-    """--model, --dataset, --data-dir and --subset. from_checkpoint: the model and dataset
-    default to what the loaded checkpoint records (given, they must match it)."""
-    given = 'default: the checkpoint\'s; given, it must match' if from_checkpoint else None
-    return [
-        Setting('--model', None if from_checkpoint else 'alexnet', choices=sorted(MODELS),
-                help=given or 'the network (default alexnet)'),
-        Setting('--dataset', None if from_checkpoint else 'cifar10', choices=sorted(DATASETS),
-                help=given or 'the data (default cifar10)'),
-        Setting('--data-dir', metavar='DIR', help='an offline copy instead of the torchvision '
-                f'download: {datasets.OFFLINE_LAYOUTS}'),
-        Setting('--subset', kind=int, metavar='N', low=1, help=subset),
-    ]
+@phase
+class InitialTraining:
+    """pruning.py's initial training."""
+    epochs: int = setting(20, int, 'initial training epochs', 'N', low=0)
+    optimizer: str = setting('adam', choices=OPTIMIZERS,
+                             help='adam (the starter\'s) or sgd with Nesterov momentum')
+    lr: float | None = setting(None, float, f'(peak) learning rate; default {LR}', 'LR', low=0,
+                               above=True)
+    weight_decay: float | None = setting(None, float, f'default {WEIGHT_DECAY}', 'WD', low=0)
+    schedule: str = setting('onecycle', choices=('onecycle', 'constant'),
+                            help='one-cycle learning rate per phase, or the starter\'s constant rate')
+    batch_size: int = setting(256, int, metavar='N', low=1)
+    test_batch_size: int = setting(1000, int, metavar='N', low=1)
+    bf16: bool = setting(False, bool, 'train in bfloat16 autocast (mixed precision): about 1.5x '
+                         'faster on CPUs with AVX512-BF16 or AMX and on recent GPUs; weights and '
+                         'test accuracy stay float32')
+    log_interval: int = setting(10, int, 'batches between progress-bar updates', 'N', low=1)
 
 
-SEED = Setting('--seed', 42, int, metavar='S', low=0, high=2**32 - 1)
+@phase
+class Retraining:
+    """pruning.py's retraining after each cut (the round's --round-settings change it)."""
+    re_epochs: int = setting(8, int, 'retraining epochs', 'N', low=0)
+    re_optimizer: str | None = setting(None, choices=OPTIMIZERS,
+                                       help='optimizer of the retraining phases; default: --optimizer')
+    re_lr: float | None = setting(None, float, f'(peak) retraining learning rate; default {RE_LR}',
+                                  'LR', low=0, above=True)
+    re_weight_decay: float | None = setting(
+        None, float, 'weight decay of the retraining phases; default: --weight-decay when both '
+        'phases use the same optimizer, else that optimizer\'s default', 'WD', low=0)
+    re_augment: str = setting('crop-flip', choices=AUGMENTATIONS,
+                              help='augmentation of the training images in the retraining phases '
+                                   '(the initial training always crops and flips): crop-flip, '
+                                   'flip only, or none')
+    compact_training: bool = setting(
+        False, bool, 'retrain a smaller copy holding only the units that some later weight reads '
+        '(same function and gradients; several times faster once pruning leaves most units '
+        'unread); implies --prune-dead-units')
 
 
-def run_settings(what: str = 'CUDA') -> list[Setting]:
+@phase
+class Cuts:
+    """What each of pruning.py's cuts removes."""
+    prune: str = setting('percentile', choices=('percentile', 'std'),
+                         help='percentile: keep --rates percent per layer; std: threshold '
+                              'std*sensitivity')
+    sensitivity: float = setting(2, float, 's of prune_by_std', low=0)
+    rates: dict | None = setting(
+        None, layer_numbers('percent kept', '{"fc1": 5, "fc2": 3}'), 'percent KEPT per layer, '
+        'e.g. \'{"fc1": 5, "fc2": 3}\' (others keep the paper\'s defaults for the model)', 'JSON')
+    granularity: str = setting('element', choices=CONV_GRANULARITIES,
+                               help='what percentile pruning removes from conv layers: single '
+                                    'weights, whole kernels, input channels or filters')
+    fc_granularity: str = setting('element', choices=FC_GRANULARITIES,
+                                  help='what percentile pruning removes from fc layers: weights, '
+                                       'rows or columns')
+    norm: str = setting('l1', choices=NORMS, help='score of a structure')
+    scope: str = setting('local', choices=SCOPES,
+                         help='local: --rates per layer; global: one threshold across layers, '
+                              'keeping --global-rate percent of all weights')
+    global_rate: float | None = setting(None, float, 'with --scope global: percent of all weights '
+                                        'kept', 'P', low=0, high=100, above=True)
+    unit_rates: dict | None = setting(
+        None, layer_numbers('percent of its units kept', '{"fc1": 2, "fc2": 1.5}'),
+        'percent of a layer\'s output units kept, e.g. \'{"fc1": 2, "fc2": 1.5}\': after each cut, '
+        'the least salient units (L1 of incoming x outgoing weights) lose all their weights, on '
+        'the same schedule as --rates. In the homework format every distinct unit of an fc layer '
+        'costs a 33-bit code-tree leaf', 'JSON')
+    prune_dead_units: bool = setting(False, bool, 'after each cut, also zero the incoming weights '
+                                     'of units that no later weight reads (the network computes '
+                                     'the same function)')
+    fold_constant_units: bool = setting(False, bool, 'after each cut, fold units left without '
+                                        'incoming weights (constant outputs) into the next fc '
+                                        'layer\'s bias and drop their outgoing weights')
+
+
+@phase
+class Rounds:
+    """pruning.py's iterative pruning and its stop rules."""
+    prune_rounds: int = setting(1, int, 'iterative pruning: N prune + retrain rounds toward '
+                                '--rates, each keeping the same fraction of the weights left '
+                                '(percentile only)', 'N', low=1)
+    round_spans: dict | None = setting(
+        None, Json(_spans, '{"fc2": 0.25}'), 'per layer, the share of the rounds after which it '
+        'reaches its rate, e.g. \'{"fc2": 0.25}\' (default 1: the last round)', 'JSON')
+    round_epochs: list = setting(
+        [2], Json(_epochs_list, '[3, 3, 6]'), 'retraining epochs after each round but the last '
+        '(which gets --re-epochs): a number, or a JSON list of one per round, whose last entry '
+        'holds for the later rounds, e.g. \'[3, 3, 6]\'', 'N')
+    round_settings: dict = setting(
+        {}, Json(_round_settings, ROUND_SETTINGS_EXAMPLE), 'retraining settings that change '
+        f'from a given round on (its final epochs included), e.g. \'{ROUND_SETTINGS_EXAMPLE}\'; '
+        'a later round\'s replace an earlier one\'s. Settings: ' + ', '.join(ROUND_SETTINGS), 'JSON')
+    round_report: bool = setting(False, bool, 'after each round, also weight-share a copy (5 bits) '
+                                 'and report its accuracy and homework-format compression ratio')
+    target_ratio: float | None = setting(
+        None, float, 'end the pruning rounds early, at the first round whose cut brings a 5-bit '
+        'weight-shared copy to this homework-format compression ratio', 'R', low=1, above=True)
+    min_accuracy: float | None = setting(
+        None, float, 'end the pruning rounds early: when a round\'s retrained accuracy falls '
+        'below A percent, go back to the round before and give it --re-epochs', 'A', low=0,
+        high=100)
+    time_limit: float | None = setting(
+        None, float, 'end the pruning rounds early when, judged by the last round, another '
+        'round and its --re-epochs would end after MINUTES from the start; the last round then '
+        'gets --re-epochs', 'MINUTES', low=0, above=True)
+
+
+@phase
+class PruningFiles:
+    """pruning.py's checkpoints."""
+    load_model_path: str = setting('saves/initial_model.ptmodel', help='the initial model: '
+                                   'written after initial training, read with --from-initial')
+    save_model_path: str = setting('saves/model_after_retraining.ptmodel')
+    from_initial: bool = setting(False, bool, 'skip initial training and start from '
+                                 '--load-model-path')
+
+
+@phase
+class WeightSharing:
+    """weight_share.py: k-means per layer, then optionally trained quantization."""
+    load_model_path: str = setting('saves/model_after_retraining.ptmodel')
+    save_model_path: str = setting('saves/model_after_weight_sharing.ptmodel')
+    bits: int | dict = setting(5, Json(_bits, '{"fc1": 3, "fc2": 2}'), '2**bits shared values per '
+                               'layer (1..16), or JSON per layer, e.g. \'{"fc1": 3, "fc2": 2}\' '
+                               '(unnamed layers: 5)')
+    init: str = setting('linear', choices=INITS, help='centroid initialisation of k-means (the '
+                        'paper\'s three; linear: the slides\')')
+    quantize_epochs: int = setting(0, int, 'trained quantization: fine-tune the shared values (and '
+                                   'biases) for N epochs, assignments and zeros fixed (0: off, as '
+                                   'in the homework)', 'N', low=0)
+    quantize_lr: float = setting(1e-4, float, 'peak (one-cycle) Adam learning rate of trained '
+                                 'quantization', 'LR', low=0, above=True)
+    quantize_augment: str = setting('crop-flip', choices=AUGMENTATIONS,
+                                    help='augmentation of the training images in trained '
+                                         'quantization (as pruning.py --re-augment): crop-flip, '
+                                         'flip only, or none')
+    batch_size: int = setting(256, int, 'batch size of trained quantization', 'N', low=1)
+
+
+@phase
+class Encoding:
+    """huffman_encode.py: the homework format, and the .dcz file."""
+    load_model_path: str = setting('saves/model_after_weight_sharing.ptmodel')
+    out: str = setting('encodings/', help='directory of the encodings')
+    pack: str | None = setting(None, metavar='PATH', help='also write the model as one compressed '
+                               '.dcz file and test it loaded back')
+    pack_float16: bool = setting(False, bool, 'lossy: store codebooks and biases of the .dcz file '
+                                 'as float16')
+    pack_bias_bits: int | None = setting(None, int, 'lossy: weight-share each layer\'s biases in '
+                                         'the .dcz file (2**B non-zero values; zeros stay zero)',
+                                         'B', low=1, high=16)
+    unpack: str | None = setting(None, metavar='PATH', help='only load a .dcz file and test its '
+                                 'accuracy')
+
+
+@phase
+class Seed:
+    """The seed of the scripts that train."""
+    seed: int = setting(42, int, metavar='S', low=0, high=2**32 - 1)
+
+
+@phase
+class Run:
     """The device and the log, which every script has."""
-    return [Setting('--no-cuda', False, bool, help=f'disables {what}'),
-            Setting('--log', 'log.txt', help='log file name')]
+    no_cuda: bool = setting(False, bool, 'disables CUDA')
+    log: str = setting('log.txt', help='log file name')
 
 
-TRAINING = [  # the initial training (pruning.py)
-    Setting('--epochs', 20, int, 'initial training epochs', 'N', low=0),
-    Setting('--optimizer', 'adam', choices=OPTIMIZERS,
-            help='adam (the starter\'s) or sgd with Nesterov momentum'),
-    Setting('--lr', None, float, f'(peak) learning rate; default {LR}', 'LR', low=0, above=True),
-    Setting('--weight-decay', None, float, f'default {WEIGHT_DECAY}', 'WD', low=0),
-    Setting('--schedule', 'onecycle', choices=('onecycle', 'constant'),
-            help='one-cycle learning rate per phase, or the starter\'s constant rate'),
-    Setting('--batch-size', 256, int, metavar='N', low=1),
-    Setting('--test-batch-size', 1000, int, metavar='N', low=1),
-    Setting('--bf16', False, bool, 'train in bfloat16 autocast (mixed precision): about 1.5x '
-            'faster on CPUs with AVX512-BF16 or AMX and on recent GPUs; weights and test '
-            'accuracy stay float32'),
-    Setting('--log-interval', 10, int, 'batches between progress-bar updates', 'N', low=1),
-]
+CHECKPOINTS = 'default: the checkpoint\'s; given, it must match'
 
-RETRAINING = [  # after each cut (pruning.py)
-    Setting('--re-epochs', 8, int, 'retraining epochs', 'N', low=0),
-    Setting('--re-optimizer', None, choices=OPTIMIZERS,
-            help='optimizer of the retraining phases; default: --optimizer'),
-    Setting('--re-lr', None, float, f'(peak) retraining learning rate; default {RE_LR}', 'LR',
-            low=0, above=True),
-    Setting('--re-weight-decay', None, float, 'weight decay of the retraining phases; default: '
-            '--weight-decay when both phases use the same optimizer, else that optimizer\'s '
-            'default', 'WD', low=0),
-    Setting('--re-augment', 'crop-flip', choices=AUGMENTATIONS,
-            help='augmentation of the training images in the retraining phases (the initial '
-                 'training always crops and flips): crop-flip, flip only, or none'),
-    Setting('--compact-training', False, bool, 'retrain a smaller copy holding only the units '
-            'that some later weight reads (same function and gradients; several times faster '
-            'once pruning leaves most units unread); implies --prune-dead-units'),
-]
 
-PRUNING_CUTS = [  # what each cut removes (pruning.py)
-    Setting('--prune', 'percentile', choices=('percentile', 'std'),
-            help='percentile: keep --rates percent per layer; std: threshold std*sensitivity'),
-    Setting('--sensitivity', 2, float, 's of prune_by_std', low=0),
-    Setting('--rates', None, layer_numbers('percent kept', '{"fc1": 5, "fc2": 3}'),
-            'percent KEPT per layer, e.g. \'{"fc1": 5, "fc2": 3}\' (others keep the paper\'s '
-            'defaults for the model)', 'JSON'),
-    Setting('--granularity', 'element', choices=CONV_GRANULARITIES,
-            help='what percentile pruning removes from conv layers: single weights, whole '
-                 'kernels, input channels or filters'),
-    Setting('--fc-granularity', 'element', choices=FC_GRANULARITIES,
-            help='what percentile pruning removes from fc layers: weights, rows or columns'),
-    Setting('--norm', 'l1', choices=NORMS, help='score of a structure'),
-    Setting('--scope', 'local', choices=SCOPES,
-            help='local: --rates per layer; global: one threshold across layers, keeping '
-                 '--global-rate percent of all weights'),
-    Setting('--global-rate', None, float, 'with --scope global: percent of all weights kept',
-            'P', low=0, high=100, above=True),
-    Setting('--unit-rates', None, layer_numbers('percent of its units kept', '{"fc1": 2, "fc2": 1.5}'),
-            'percent of a layer\'s output units kept, e.g. \'{"fc1": 2, "fc2": 1.5}\': after '
-            'each cut, the least salient units (L1 of incoming x outgoing weights) lose all '
-            'their weights, on the same schedule as --rates. In the homework format every '
-            'distinct unit of an fc layer costs a 33-bit code-tree leaf', 'JSON'),
-    Setting('--prune-dead-units', False, bool, 'after each cut, also zero the incoming weights '
-            'of units that no later weight reads (the network computes the same function)'),
-    Setting('--fold-constant-units', False, bool, 'after each cut, fold units left without '
-            'incoming weights (constant outputs) into the next fc layer\'s bias and drop '
-            'their outgoing weights'),
-]
+@phase
+class Data:
+    """The network, the dataset and the copy of it; weight_share.py and huffman_encode.py
+    take the model and dataset the loaded checkpoint records (given, they must match)."""
+    model: str | None = setting(None, choices=sorted(MODELS), help=CHECKPOINTS)
+    dataset: str | None = setting(None, choices=sorted(DATASETS), help=CHECKPOINTS)
+    data_dir: str | None = setting(None, metavar='DIR', help='an offline copy instead of the '
+                                   f'torchvision download: {datasets.OFFLINE_LAYOUTS}')
+    subset: int | None = setting(None, int, 'use only N train and N test images (smoke runs)',
+                                 'N', low=1)
 
-ROUNDS = [  # iterative pruning and its stop rules (pruning.py)
-    Setting('--prune-rounds', 1, int, 'iterative pruning: N prune + retrain rounds toward '
-            '--rates, each keeping the same fraction of the weights left (percentile only)',
-            'N', low=1),
-    Setting('--round-spans', None, Json(_spans, '{"fc2": 0.25}'), 'per layer, the share of the '
-            'rounds after which it reaches its rate, e.g. \'{"fc2": 0.25}\' (default 1: the '
-            'last round)', 'JSON'),
-    Setting('--round-epochs', [2], Json(_epochs_list, '[3, 3, 6]'), 'retraining epochs after '
-            'each round but the last (which gets --re-epochs): a number, or a JSON list of one '
-            'per round, whose last entry holds for the later rounds, e.g. \'[3, 3, 6]\'', 'N'),
-    Setting('--round-settings', {}, Json(_round_settings, ROUND_SETTINGS_EXAMPLE),
-            'retraining settings that change from a given round on (its final epochs '
-            f'included), e.g. \'{ROUND_SETTINGS_EXAMPLE}\'; a later round\'s replace an '
-            'earlier one\'s. Settings: ' + ', '.join(ROUND_SETTINGS), 'JSON'),
-    Setting('--round-report', False, bool, 'after each round, also weight-share a copy (5 '
-            'bits) and report its accuracy and homework-format compression ratio'),
-    Setting('--target-ratio', None, float, 'end the pruning rounds early, at the first round '
-            'whose cut brings a 5-bit weight-shared copy to this homework-format compression '
-            'ratio', 'R', low=1, above=True),
-    Setting('--min-accuracy', None, float, 'end the pruning rounds early: when a round\'s '
-            'retrained accuracy falls below A percent, go back to the round before and give '
-            'it --re-epochs', 'A', low=0, high=100),
-    Setting('--time-limit', None, float, 'end the pruning rounds early when, judged by the '
-            'last round, another round and its --re-epochs would end after MINUTES from the '
-            'start; the last round then gets --re-epochs', 'MINUTES', low=0, above=True),
-]
 
-PRUNING = [  # all of pruning.py's
-    *TRAINING, *RETRAINING, *PRUNING_CUTS, *ROUNDS,
-    Setting('--load-model-path', 'saves/initial_model.ptmodel',
-            help='the initial model: written after initial training, read with --from-initial'),
-    Setting('--save-model-path', 'saves/model_after_retraining.ptmodel'),
-    Setting('--from-initial', False, bool, 'skip initial training and start from --load-model-path'),
-    SEED, *run_settings('CUDA training'), *data_settings(from_checkpoint=False),
-]
+@phase
+class NewData(Data):
+    """pruning.py's data: it builds the model."""
+    model: str = setting('alexnet', choices=sorted(MODELS), help='the network (default alexnet)')
+    dataset: str = setting('cifar10', choices=sorted(DATASETS), help='the data (default cifar10)')
+
+
+@phase
+class TestData(Data):
+    """huffman_encode.py's data: only the test split."""
+    subset: int | None = setting(None, int, 'test on N images only', 'N', low=1)
+
+
+@phase
+class Recipe:
+    """The recipe file whose section set the defaults."""
+    config: str | None = None  # the --config file, if any (parse() adds the flag)
+
+
+# A script's settings: its phases' fields, flat (args.re_lr). Dataclasses collect the
+# fields of the last base first, so the bases are listed in reverse: the log shows them
+# in the phases' order.
+@phase
+class PruningSettings(Recipe, NewData, Run, Seed, PruningFiles, Rounds, Cuts, Retraining,
+                      InitialTraining):
+    """pruning.py's settings."""
+
+
+@phase
+class WeightSharingSettings(Recipe, Data, Run, Seed, WeightSharing):
+    """weight_share.py's settings."""
+
+
+@phase
+class EncodingSettings(Recipe, TestData, Run, Encoding):
+    """huffman_encode.py's settings."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Training:
@@ -450,94 +569,56 @@ class Training:
     compact: bool  # train a compact copy of a pruned model (net.compact)
 
 
-def initial_training(args: argparse.Namespace) -> Training:
+def initial_training(args: PruningSettings) -> Training:
     """The initial training's settings of pruning.py's args (it always crops and flips)."""
     return Training(args.optimizer, args.lr, args.weight_decay, 'crop-flip', args.schedule,
                     args.batch_size, args.test_batch_size, args.log_interval, args.bf16,
                     args.compact_training)
 
 
-def retraining(args: argparse.Namespace, changes: dict | None = None) -> Training:
+def retraining(args: PruningSettings, changes: dict | None = None) -> Training:
     """The retraining's settings of pruning.py's args, with a round's --round-settings
     `changes` ({setting: value}) in effect."""
-    args = argparse.Namespace(**vars(args) | (changes or {}))
+    args = dataclasses.replace(args, **(changes or {}))
     return Training(args.re_optimizer, args.re_lr, args.re_weight_decay, args.re_augment,
                     args.schedule, args.batch_size, args.test_batch_size, args.log_interval,
                     args.bf16, args.compact_training)
 
 
-def quantization(args: argparse.Namespace) -> Training:
+def quantization(args: WeightSharingSettings) -> Training:
     """The trained quantization's settings of weight_share.py's args: Adam without weight
-    decay, one cycle."""
+    decay, one cycle, the initial training's test batch and log interval."""
     return Training('adam', args.quantize_lr, 0, args.quantize_augment, 'onecycle',
-                    args.batch_size, default_of('--test-batch-size'), default_of('--log-interval'),
-                    False, False)
-
-
-def default_of(flag: str):
-    """The default of one of pruning.py's settings."""
-    return next(s.default for s in PRUNING if s.flag == flag)
+                    args.batch_size, InitialTraining.test_batch_size,
+                    InitialTraining.log_interval, False, False)
 
 
 PRUNING_DESCRIPTION = 'Train, prune and retrain AlexNet on CIFAR-10 (or --model on --dataset)'
 
 
-def pruning_settings(argv=None, overrides=None, source='settings') -> argparse.Namespace:
+def pruning_settings(argv=None, overrides=None, source='settings') -> PruningSettings:
     """pruning.py's settings from argv, `overrides` ({setting: value} as in a recipe's pruning
     section; errors name `source`) and --config's section, with the defaults that follow
     from others filled in."""
-    args = parse(PRUNING, argv, 'pruning', PRUNING_DESCRIPTION, overrides, source)
-    if args.compact_training:
-        # The copy leaves unread units out: their incoming weights must go at every cut
-        # (which changes nothing the network computes), or they would stay frozen.
-        args.prune_dead_units = True
+    args = parse(PruningSettings, argv, 'pruning', PRUNING_DESCRIPTION, overrides, source)
     if (args.scope == 'global') != (args.global_rate is not None):
         fail('--scope global and --global-rate P go together (P: percent of all weights kept)')
-    if args.re_optimizer is None:
-        args.re_optimizer = args.optimizer
-    same = args.re_optimizer == args.optimizer
-    if args.lr is None:
-        args.lr = LR[args.optimizer]
-    if args.re_lr is None:
-        if args.schedule == 'constant':
-            args.re_lr = args.lr if same else LR[args.re_optimizer]
-        else:
-            args.re_lr = RE_LR[args.re_optimizer]
-    if args.weight_decay is None:
-        args.weight_decay = WEIGHT_DECAY[args.optimizer]
-    if args.re_weight_decay is None:
-        args.re_weight_decay = args.weight_decay if same else WEIGHT_DECAY[args.re_optimizer]
-    return args
-
-
-WEIGHT_SHARING = [  # weight_share.py
-    Setting('--load-model-path', 'saves/model_after_retraining.ptmodel'),
-    Setting('--save-model-path', 'saves/model_after_weight_sharing.ptmodel'),
-    Setting('--bits', 5, Json(_bits, '{"fc1": 3, "fc2": 2}'), '2**bits shared values per '
-            'layer (1..16), or JSON per layer, e.g. \'{"fc1": 3, "fc2": 2}\' (unnamed layers: 5)'),
-    Setting('--init', 'linear', choices=INITS,
-            help='centroid initialisation of k-means (the paper\'s three; linear: the slides\')'),
-    Setting('--quantize-epochs', 0, int, 'trained quantization: fine-tune the shared values '
-            '(and biases) for N epochs, assignments and zeros fixed (0: off, as in the homework)',
-            'N', low=0),
-    Setting('--quantize-lr', 1e-4, float, 'peak (one-cycle) Adam learning rate of trained '
-            'quantization', 'LR', low=0, above=True),
-    Setting('--quantize-augment', 'crop-flip', choices=AUGMENTATIONS,
-            help='augmentation of the training images in trained quantization (as pruning.py '
-                 '--re-augment): crop-flip, flip only, or none'),
-    Setting('--batch-size', 256, int, 'batch size of trained quantization', 'N', low=1),
-    SEED, *run_settings(), *data_settings(from_checkpoint=True),
-]
-
-ENCODING = [  # huffman_encode.py
-    Setting('--load-model-path', 'saves/model_after_weight_sharing.ptmodel'),
-    Setting('--out', 'encodings/', help='directory of the encodings'),
-    Setting('--pack', None, metavar='PATH',
-            help='also write the model as one compressed .dcz file and test it loaded back'),
-    Setting('--pack-float16', False, bool,
-            'lossy: store codebooks and biases of the .dcz file as float16'),
-    Setting('--pack-bias-bits', None, int, 'lossy: weight-share each layer\'s biases in the '
-            '.dcz file (2**B non-zero values; zeros stay zero)', 'B', low=1, high=16),
-    Setting('--unpack', None, metavar='PATH', help='only load a .dcz file and test its accuracy'),
-    *run_settings(), *data_settings(from_checkpoint=True, subset='test on N images only'),
-]
+    re_optimizer = args.re_optimizer or args.optimizer
+    same = re_optimizer == args.optimizer
+    lr = LR[args.optimizer] if args.lr is None else args.lr
+    if args.re_lr is not None:
+        re_lr = args.re_lr
+    elif args.schedule == 'constant':
+        re_lr = lr if same else LR[re_optimizer]
+    else:
+        re_lr = RE_LR[re_optimizer]
+    weight_decay = WEIGHT_DECAY[args.optimizer] if args.weight_decay is None else args.weight_decay
+    if args.re_weight_decay is not None:
+        re_weight_decay = args.re_weight_decay
+    else:
+        re_weight_decay = weight_decay if same else WEIGHT_DECAY[re_optimizer]
+    # A compact copy leaves unread units out: their incoming weights must go at every cut
+    # (which changes nothing the network computes), or they would stay frozen.
+    return dataclasses.replace(args, re_optimizer=re_optimizer, lr=lr, re_lr=re_lr,
+                               weight_decay=weight_decay, re_weight_decay=re_weight_decay,
+                               prune_dead_units=args.prune_dead_units or args.compact_training)
