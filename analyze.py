@@ -87,7 +87,7 @@ def parse_args(argv=None):
     try:
         values = settings.values_of(COMMON + COMMANDS[command][1], given, {})
     except settings.SettingError as err:
-        util.fail(err)
+        p.error(str(err))
     return argparse.Namespace(command=command, **values)
 
 

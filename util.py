@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 import sys
+from typing import Any, NoReturn
 
 import torch
 
@@ -11,14 +12,14 @@ from net.files import atomic_write
 from recipe import datasets
 
 
-def log(content, filename='log.txt'):
+def log(content: str, filename: str = 'log.txt') -> None:
     """Append one line to the log file (its folder made if missing)."""
     os.makedirs(os.path.dirname(os.path.abspath(filename)), exist_ok=True)
     with open(filename, 'a') as f:
         f.write(f'{content}\n')
 
 
-def start_run(args, script, outputs, **settings):
+def start_run(args: Any, script: str, outputs: dict, **settings) -> tuple[dict, torch.device]:
     """Every script's preamble: check its output paths ({flag: path}; a flag ending in
     '/' names a folder) before any work, seed torch (--seed, if the script has one), pick
     the device (--no-cuda), print and log the configuration (args, `settings`, the device
@@ -36,7 +37,7 @@ def start_run(args, script, outputs, **settings):
     return config, device
 
 
-def check_output(path, flag, folder=False):
+def check_output(path: str, flag: str, folder: bool = False) -> None:
     """Fail now, not after hours of work, if path cannot be written: a file named by a
     folder (or a folder by a file), or a parent that is a file or read-only."""
     if folder and os.path.isfile(path):
@@ -52,7 +53,7 @@ def check_output(path, flag, folder=False):
         fail(f'{flag} {path}: cannot write in {parent}')
 
 
-def write_json(path, record):
+def write_json(path: str, record: dict) -> None:
     """Write a JSON record atomically (temp file + rename)."""
     text = json.dumps(record, indent=2) + '\n'
 
@@ -62,7 +63,8 @@ def write_json(path, record):
     atomic_write(path, write)
 
 
-def print_model_parameters(model, with_values=False):
+def print_model_parameters(model: torch.nn.Module, with_values: bool = False) -> None:
+    """Print each parameter's name, shape and type (and values, if asked)."""
     print(f"{'Param name':20} {'Shape':30} {'Type':15}")
     print('-' * 70)
     for name, param in model.named_parameters():
@@ -71,12 +73,12 @@ def print_model_parameters(model, with_values=False):
             print(param)
 
 
-def nonzero_counts(model):
+def nonzero_counts(model: torch.nn.Module) -> dict[str, tuple[int, int]]:
     """{parameter name: (non-zeros, total)} for every parameter."""
     return {name: (int(torch.count_nonzero(p)), p.numel()) for name, p in model.named_parameters()}
 
 
-def print_nonzeros(model):
+def print_nonzeros(model: torch.nn.Module) -> float:
     """Print non-zeros per parameter and the total compression by pruning; return alive %."""
     nonzero = total = 0
     for name, param in model.named_parameters():
@@ -90,11 +92,13 @@ def print_nonzeros(model):
     return 100 * nonzero / total
 
 
-def device_for(use_cuda):
+def device_for(use_cuda: bool) -> torch.device:
+    """CUDA if asked for and present, else the CPU."""
     return torch.device('cuda' if use_cuda and torch.cuda.is_available() else 'cpu')
 
 
-def test(model, use_cuda=True, data_dir=None, subset=None):
+def test(model: torch.nn.Module, use_cuda: bool = True, data_dir: str | None = None,
+         subset: int | None = None) -> float:
     """Test-set accuracy in percent, printed as the starter prints it.
 
     The data is what the model was built for (model.dataset), from data_dir (None:
@@ -109,18 +113,18 @@ def test(model, use_cuda=True, data_dir=None, subset=None):
     return accuracy
 
 
-def test_with(model, args):
+def test_with(model: torch.nn.Module, args: Any) -> float:
     """test() on the data of a script's --data-dir and --subset, on the device --no-cuda
     picks."""
     return test(model, not args.no_cuda, args.data_dir, args.subset)
 
 
-def fail(message):
+def fail(message: object) -> NoReturn:
     """Print one clear error line and exit non-zero (no traceback for bad input)."""
     print(f'error: {message}', file=sys.stderr)
     sys.exit(2)
 
 
-def results_path(log_file, script):
+def results_path(log_file: str, script: str) -> str:
     """The JSON results file beside the human log: log.txt -> log.<script>.json."""
     return f'{os.path.splitext(log_file)[0]}.{script}.json'

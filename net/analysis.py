@@ -5,6 +5,7 @@ measured by a caller-supplied `evaluate(model) -> accuracy %`; the model itself 
 changed. Rows are plain dicts, ready for CSV or JSON.
 """
 import copy
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -12,7 +13,8 @@ from .prune import mask_out, validate_rates
 from .quantization import check_bits, share_weights
 
 
-def prune_sensitivity(model, evaluate, kept_percents):
+def prune_sensitivity(model: torch.nn.Module, evaluate: Callable[[torch.nn.Module], float],
+                      kept_percents: Iterable[float]) -> list[dict]:
     """Accuracy with each layer alone pruned to each percent of weights kept."""
     rows = []
     for name, _ in model.prunable_layers():
@@ -26,7 +28,8 @@ def prune_sensitivity(model, evaluate, kept_percents):
     return rows
 
 
-def bits_sensitivity(model, evaluate, bit_widths):
+def bits_sensitivity(model: torch.nn.Module, evaluate: Callable[[torch.nn.Module], float],
+                     bit_widths: Iterable[int]) -> list[dict]:
     """Accuracy with each layer alone weight-shared at each number of bits."""
     rows = []
     for name, _ in model.prunable_layers():
@@ -44,7 +47,7 @@ def bits_sensitivity(model, evaluate, bit_widths):
 CUT_KINDS = {'units': 'units', 'weights': 'non-zero weights'}
 
 
-def check_cut(model, cut):
+def check_cut(model: torch.nn.Module, cut: dict) -> None:
     """Refuse a cut that extra_cut could not make on model, before any work is done."""
     if not isinstance(cut, dict) or set(cut) - set(CUT_KINDS):
         raise ValueError(f'a cut is a JSON object with keys {list(CUT_KINDS)}, got {cut!r}')
@@ -57,7 +60,7 @@ def check_cut(model, cut):
                 model.unit_reader(name)
 
 
-def extra_cut(model, cut):
+def extra_cut(model: torch.nn.Module, cut: dict) -> None:
     """Cut a (pruned) model further, in place, relative to what it has left.
 
     cut: {'units': {layer: percent of its live units kept (the most salient, see

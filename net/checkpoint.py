@@ -22,7 +22,7 @@ class CheckpointError(Exception):
     """A checkpoint is missing, unreadable or not the expected model."""
 
 
-def save_model(model, path):
+def save_model(model: nn.Module, path: str) -> None:
     """torch.save the whole model (the homework's file format), atomically."""
     def write(tmp):
         # Through a file object: given a path, torch.save names the zip's records after
@@ -32,7 +32,8 @@ def save_model(model, path):
     atomic_write(path, write)
 
 
-def load_model(path, device='cpu', made_by='pruning.py', arch=None, dataset=None):
+def load_model(path: str, device: str | torch.device = 'cpu', made_by: str = 'pruning.py',
+               arch: str | None = None, dataset: str | None = None) -> nn.Module:
     """Load a whole model saved by this project, refusing anything else.
 
     ``made_by`` names the script that writes ``path``, for the error when it is missing.
@@ -71,7 +72,7 @@ def load_model(path, device='cpu', made_by='pruning.py', arch=None, dataset=None
     return model
 
 
-def check_zip(path, made_by):
+def check_zip(path: str, made_by: str) -> None:
     """Refuse a file whose zip entries fail their CRC (torch.load never checks them)."""
     try:
         with zipfile.ZipFile(path) as archive:
@@ -83,7 +84,7 @@ def check_zip(path, made_by):
                               f'{made_by}`')
 
 
-def check_attributes(model, reference, path):
+def check_attributes(model: nn.Module, reference: nn.Module, path: str) -> None:
     """Refuse a model whose modules or their settings (strides, sizes, input_size, ...)
     differ from what its architecture builds: such a file was edited."""
     modules = dict(reference.named_modules())
@@ -108,7 +109,7 @@ def _settings(module):
     return {k: v for k, v in vars(module).items() if not k.startswith('_') and k != 'training'}
 
 
-def check_values(model, path):
+def check_values(model: nn.Module, path: str) -> None:
     """Refuse NaN or infinite parameters and masks that are not 0/1 of their weight's shape
     with zeros under their zeros; convert float64, float16 and bfloat16 to float32 (noted)."""
     other = sorted({str(t.dtype) for t in [*model.parameters(), *model.buffers()]
@@ -142,7 +143,7 @@ def check_values(model, path):
                                   'them: the file is damaged')
 
 
-def check_architecture(model, path):
+def check_architecture(model: object, path: str) -> None:
     """Refuse a file whose object is not one of this project's models with exactly the
     shapes that its recorded architecture and dataset give."""
     if not isinstance(model, tuple(MODELS.values())):

@@ -34,7 +34,7 @@ class HuffmanCode:
         self.codes, self.order = canonical_codes(self.lengths)  # order: symbols by (length, symbol)
 
     @classmethod
-    def from_counts(cls, counts, max_length: int = MAX_CODE_LENGTH) -> 'HuffmanCode':
+    def from_counts(cls, counts: np.ndarray, max_length: int = MAX_CODE_LENGTH) -> 'HuffmanCode':
         """The Huffman code of symbols with these counts (0 counts as 1) and codes of at
         most max_length bits: counts are halved until it fits, which ends at worst in a
         balanced code. A single symbol gets length 0: it needs no bits."""
@@ -350,6 +350,7 @@ def _step_lookup(lengths, leaf_of, max_length):
 
 # ---------------------------------------------------------------- varints
 def varint(n: int) -> bytes:
+    """n (>= 0) as a varint: 7 bits per byte, lowest first, the high bit set on all but the last."""
     out = bytearray()
     while True:
         byte, n = n & 0x7F, n >> 7
@@ -359,6 +360,8 @@ def varint(n: int) -> bytes:
 
 
 def read_varint(buf: bytes, pos: int, path: str) -> tuple[int, int]:
+    """(the varint at pos of buf, the position after it); HuffmanFormatError, naming path,
+    if it is truncated or longer than 64 bits."""
     value = shift = 0
     while True:
         if pos >= len(buf) or shift > 63:

@@ -27,7 +27,7 @@ class Compacted(NamedTuple):
     kept: list  # per prunable layer: (output indices, input indices) of the full layer
 
 
-def compact_copy(model):
+def compact_copy(model: nn.Module) -> Compacted:
     """A Compacted copy of model holding only its read units (see the module docstring)."""
     layers = model.prunable_layers()
     in_layers = sum(p.numel() for _, layer in layers for p in layer.parameters())
@@ -49,7 +49,7 @@ def compact_copy(model):
     return Compacted(small, kept)
 
 
-def write_back(model, compacted):
+def write_back(model: nn.Module, compacted: Compacted) -> None:
     """Copy the compact copy's weights and biases into model, where they came from."""
     small_layers = dict(compacted.model.prunable_layers())
     with torch.no_grad():
@@ -60,7 +60,8 @@ def write_back(model, compacted):
                 layer.bias[out] = small.bias
 
 
-def parameter_count(model):
+def parameter_count(model: nn.Module) -> int:
+    """The number of parameters of model."""
     return sum(p.numel() for p in model.parameters())
 
 

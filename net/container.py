@@ -86,7 +86,8 @@ class Corrupt(Exception):
 
 
 # ---------------------------------------------------------------- public API
-def save_compressed(model, path, float16=False, bias_bits=None):
+def save_compressed(model: torch.nn.Module, path: str, float16: bool = False,
+                    bias_bits: int | None = None) -> dict:
     """Write model to path as one .dcz file, atomically; return the size report
     (see encode_model)."""
     data, report = encode_model(model, float16, bias_bits)
@@ -94,7 +95,7 @@ def save_compressed(model, path, float16=False, bias_bits=None):
     return report
 
 
-def load_compressed(path, device='cpu'):
+def load_compressed(path: str, device: str | torch.device = 'cpu') -> torch.nn.Module:
     """The model stored in a .dcz file, with masks marking its non-zeros."""
     try:
         with open(path, 'rb') as f:
@@ -112,7 +113,7 @@ def load_compressed(path, device='cpu'):
     return decode_model(data, path).to(device)
 
 
-def architecture_name(model):
+def architecture_name(model: torch.nn.Module) -> str:
     """The registry name of model's class (the file stores it, loading rebuilds it)."""
     arch = getattr(model, 'arch', None)
     if MODELS.get(arch) is not type(model):
@@ -121,7 +122,8 @@ def architecture_name(model):
     return arch
 
 
-def encode_model(model, float16=False, bias_bits=None):
+def encode_model(model: torch.nn.Module, float16: bool = False,
+                 bias_bits: int | None = None) -> tuple[bytes, dict]:
     """(file bytes, report) of model. The report gives per layer the non-zeros, distinct
     values and bytes per part, the total bytes, and the ratio to dense float32."""
     if bias_bits is not None:
@@ -152,7 +154,7 @@ def encode_model(model, float16=False, bias_bits=None):
     return data, report
 
 
-def decode_model(data, path='model.dcz'):
+def decode_model(data: bytes, path: str = 'model.dcz') -> torch.nn.Module:
     """The model encoded in data (bytes of a .dcz file); ContainerError if it is not one."""
     version, sections = _split_sections(bytes(data), path)
     try:
@@ -206,7 +208,7 @@ def _live_units(weights):
     return live
 
 
-def strip_dead_units(model):
+def strip_dead_units(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of model without the units no later weight reads: their incoming weights and
     biases are zeroed, so the network computes exactly the same function."""
     clean = copy.deepcopy(model).cpu()
@@ -245,7 +247,7 @@ def _section(tag, payload, crc_start=0):
     return framed + struct.pack('<I', zlib.crc32(framed, crc_start))
 
 
-def frame(version, sections):
+def frame(version: int, sections: list[tuple[bytes, bytes]]) -> bytes:
     """The bytes of a file of format `version` holding [(tag, payload)] sections, each
     with its CRC (from version 4 on, continuing from the section before's)."""
     out, chain = [MAGIC, bytes([version])], _crc_start(version)
@@ -491,12 +493,13 @@ class BitWriter:
         self.parts = []
         self.size = 0
 
-    def raw(self, values, widths):
+    def raw(self, values: np.ndarray | list[int], widths: np.ndarray | list[int]) -> None:
+        """Write each value in its width's number of bits (MSB first)."""
         widths = np.asarray(widths, dtype=np.int64)
         self.parts.append((np.asarray(values, dtype=np.uint64), widths))
         self.size += int(widths.sum())
 
-    def table(self, counts, sparse=False):
+    def table(self, counts: np.ndarray, sparse: bool = False) -> CodeTable:
         """Write the code of an alphabet with these symbol counts; return it. Sparse: a
         presence bit per symbol first (absent symbols get no code); otherwise every
         symbol is present. Then 4 bits per present symbol's code length, unless only one
@@ -509,10 +512,11 @@ class BitWriter:
             self.raw(lengths, np.full(len(lengths), LENGTH_BITS))
         return CodeTable(present, lengths)
 
-    def codes(self, table, symbols):
+    def codes(self, table: CodeTable, symbols: np.ndarray) -> None:
+        """Write the codes of symbols in table's code."""
         self.raw(table.codes[symbols], table.lengths[symbols])
 
-    def floats(self, values, dtype):
+    def floats(self, values: np.ndarray, dtype: np.dtype) -> None:
         """values stored as dtype (float32 or float16), every bit kept: the lowest exponent
         and the width of their range, the Huffman code of the exponents over it, the
         exponent codes of all values, then each value's sign and mantissa. Nothing for no
@@ -531,7 +535,8 @@ class BitWriter:
         mantissa = words & np.uint64((1 << mantissa_bits) - 1)
         self.raw((sign << np.uint64(mantissa_bits)) | mantissa, np.full(len(words), 1 + mantissa_bits))
 
-    def bytes(self):
+    def bytes(self) -> bytes:
+        """Everything written so far, packed into zero-padded bytes."""
         if not self.parts:
             return b''
         return pack_codes(np.concatenate([c for c, _ in self.parts]),
@@ -546,7 +551,8 @@ class BitReader:
         self.bits = np.unpackbits(np.frombuffer(body, dtype=np.uint8))
         self.pos = 0
 
-    def raw(self, widths):
+    def raw(self, widths: np.ndarray | list[int]) -> np.ndarray:
+        """The next unsigned integers of these bit widths; Corrupt if the stream ends first."""
         widths = np.asarray(widths, dtype=np.int64)
         starts = self.pos + np.cumsum(widths) - widths
         end = self.pos + int(widths.sum())
@@ -558,7 +564,9 @@ class BitReader:
             return np.zeros(len(widths), dtype=np.uint64)
         return bit_windows(self.body, starts, width) >> (width - widths).astype(np.uint64)
 
-    def table(self, count, sparse=False):
+    def table(self, count: int, sparse: bool = False) -> CodeTable:
+        """The code that BitWriter.table wrote for an alphabet of count symbols, checked
+        to be complete."""
         present = np.ones(count, dtype=bool)
         if sparse and count > 1:
             present = self.raw(np.ones(count)).astype(bool)
@@ -573,7 +581,7 @@ class BitReader:
             raise Corrupt('an alphabet with no symbol present')
         return CodeTable(present, lengths)
 
-    def codes(self, table, n):
+    def codes(self, table: CodeTable, n: int) -> np.ndarray:
         """n symbols of table's code."""
         if n and not len(table.symbols):
             raise Corrupt(f'{n} symbols from an empty alphabet')
@@ -583,7 +591,7 @@ class BitReader:
         self.pos += used
         return table.symbols[index]
 
-    def floats(self, n, dtype):
+    def floats(self, n: int, dtype: np.dtype) -> np.ndarray:
         """n values that BitWriter.floats wrote as dtype, as float32."""
         if not n:
             return np.zeros(0, dtype=np.float32)
@@ -597,7 +605,8 @@ class BitReader:
                  | (exponents << np.uint64(mantissa_bits)) | (rest & np.uint64((1 << mantissa_bits) - 1)))
         return words.astype(f'<u{dtype.itemsize}').view(dtype).astype(np.float32)
 
-    def finish(self):
+    def finish(self) -> None:
+        """Refuse (Corrupt) anything after the bit stream but its zero padding."""
         if len(self.bits) - self.pos >= 8 or self.bits[self.pos:].any():
             raise Corrupt('trailing data after the bit stream')
 

@@ -8,11 +8,12 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 
 TEMP_PREFIX = '.tmp-'
 
 
-def atomic_write(path, write):
+def atomic_write(path: str, write: Callable[[str], None]) -> None:
     """Call write(tmp_path), then rename onto path: readers never see a half-written file.
     The file gets the user's usual permissions (umask), not a temporary file's 0600."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -29,19 +30,19 @@ def atomic_write(path, write):
         raise
 
 
-def temp_dir(parent, label):
+def temp_dir(parent: str, label: str) -> str:
     """A new temporary folder in parent (the user's folder permissions, not 0700)."""
     path = tempfile.mkdtemp(dir=temp_folder(parent), prefix=f'{TEMP_PREFIX}{os.getpid()}-{label}-')
     os.chmod(path, 0o777 & ~current_umask())
     return path
 
 
-def temp_name(parent, label):
+def temp_name(parent: str, label: str) -> str:
     """A free temporary path in parent, for a rename (nothing is created)."""
     return os.path.join(parent, f'{TEMP_PREFIX}{os.getpid()}-{label}')
 
 
-def temp_folder(directory):
+def temp_folder(directory: str) -> str:
     """directory, made if missing, with the temporaries of killed runs removed from it."""
     os.makedirs(directory, exist_ok=True)
     if os.name != 'posix':  # no cheap way to ask whether a process lives
@@ -65,7 +66,8 @@ def _alive(pid):
     return True
 
 
-def current_umask():
+def current_umask() -> int:
+    """The process's umask (read by setting it, then putting it back)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -20,12 +20,15 @@ Layers: fc weights as CSR (rows < cols) or CSC, three streams (data, indices, in
 differences); conv weights as the CSR of every (W, H) kernel, four concatenated streams
 (data, non-zeros per kernel, column indices, row counts); biases raw.
 """
+from __future__ import annotations
+
 import bisect
 import hashlib
 import itertools
 import json
 import os
 import shutil
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.sparse import csc_matrix, csr_matrix
@@ -40,6 +43,9 @@ from .codec import (
     varint,
 )
 from .files import temp_dir, temp_name
+
+if TYPE_CHECKING:  # for annotations only: the module itself loads torch when it stores weights
+    import torch
 
 DTYPE_CODES = {np.dtype('float32'): 1, np.dtype('int32'): 2}
 DTYPES = {code: dtype for dtype, code in DTYPE_CODES.items()}
@@ -131,7 +137,7 @@ def _distinct(symbols):
 
 
 # ---------------------------------------------------------------- stream codec
-def encode_stream(arr):
+def encode_stream(arr: np.ndarray) -> tuple[bytes, bytes]:
     """(codebook bytes, stream bytes) of a float32 or int32 array."""
     symbols, dtype = _as_symbols(arr)
     values, inverse, counts = _distinct(symbols)
@@ -225,7 +231,8 @@ def _decode_tree(body, n_leaves, path):
     return value_bits, np.array(lengths, dtype=np.int64)
 
 
-def decode_stream(tree, stream, tree_path='codebook', stream_path='stream'):
+def decode_stream(tree: bytes, stream: bytes, tree_path: str = 'codebook',
+                  stream_path: str = 'stream') -> np.ndarray:
     """The array encoded by encode_stream (bit-exact)."""
     dtype, n_leaves, tree_pos = _read_header(tree, TREE_MAGIC, tree_path)
     stream_dtype, n, pos = _read_header(stream, STREAM_MAGIC, stream_path)
@@ -246,7 +253,7 @@ def decode_stream(tree, stream, tree_path='codebook', stream_path='stream'):
     return values[leaf].view(dtype)
 
 
-def huffman_encode(arr, prefix, save_dir='./'):
+def huffman_encode(arr: np.ndarray, prefix: str, save_dir: str = './') -> tuple[int, int]:
     """Write {prefix}.bin and {prefix}_codebook.bin; return (tree bytes, data bytes) on disk."""
     tree, stream = encode_stream(arr)
     tree_bytes = _write_file(os.path.join(save_dir, f'{prefix}_codebook.bin'), tree)
@@ -254,7 +261,7 @@ def huffman_encode(arr, prefix, save_dir='./'):
     return tree_bytes, data_bytes
 
 
-def huffman_decode(directory, prefix, dtype='float32'):
+def huffman_decode(directory: str, prefix: str, dtype: str | type | np.dtype = 'float32') -> np.ndarray:
     """Read back the array written by huffman_encode(arr, prefix, directory)."""
     tree_path = os.path.join(directory, f'{prefix}_codebook.bin')
     stream_path = os.path.join(directory, f'{prefix}.bin')
@@ -265,11 +272,12 @@ def huffman_decode(directory, prefix, dtype='float32'):
 
 
 # ---------------------------------------------------------------- layers
-def calc_index_diff(indptr):
+def calc_index_diff(indptr: np.ndarray) -> np.ndarray:
+    """The starter's indptr differences (entries per row or column), as int32."""
     return np.diff(indptr).astype(np.int32)
 
 
-def reconstruct_indptr(diff):
+def reconstruct_indptr(diff: np.ndarray) -> np.ndarray:
     """The starter's inverse of calc_index_diff."""
     return np.concatenate([[0], np.cumsum(diff)]).astype(np.int64)
 
@@ -278,7 +286,7 @@ def _fc_form(shape):
     return 'csr' if shape[0] < shape[1] else 'csc'
 
 
-def fc_streams(weight, name):
+def fc_streams(weight: np.ndarray, name: str) -> list[tuple[str, np.ndarray]]:
     """[(prefix, array)] of a 2-D weight: CSR (rows < cols) or CSC data, indices and
     indptr differences."""
     form = _fc_form(weight.shape)
@@ -288,7 +296,7 @@ def fc_streams(weight, name):
             (f'{name}_{form}_indptr', calc_index_diff(mat.indptr))]
 
 
-def conv_streams(weight, name):
+def conv_streams(weight: np.ndarray, name: str) -> list[tuple[str, np.ndarray]]:
     """[(prefix, array)] of a 4-D weight: the hint's four lists over all Kn*Ch kernels
     (data, non-zeros per kernel, column indices, row counts).
 
@@ -304,7 +312,7 @@ def conv_streams(weight, name):
             (f'{name}_conv_indptr', row_counts)]
 
 
-def model_streams(model):
+def model_streams(model: torch.nn.Module) -> list[tuple[str, np.ndarray]]:
     """[(prefix, array)] of every weight stream of model, as huffman_encode_model writes them."""
     streams = []
     for name, param in model.named_parameters():
@@ -314,7 +322,7 @@ def model_streams(model):
     return streams
 
 
-def minimum_compressed_bytes(model):
+def minimum_compressed_bytes(model: torch.nn.Module) -> int:
     """A lower bound on huffman_encode_model's total compressed bytes, from counts alone
     (no k-means, no coding): raw float32 biases, and at least one bit per symbol of
     every stream, i.e. per conv kernel and kernel row, per fc indptr entry, and two per
@@ -338,17 +346,17 @@ def _encode_streams(param, streams, directory):
     return param.numel() * 4, compressed
 
 
-def huffman_encode_fc(param, name, directory):
+def huffman_encode_fc(param: torch.Tensor, name: str, directory: str) -> tuple[int, int]:
     """Huffman-code a 2-D weight as three streams; return (original, compressed) bytes."""
     return _encode_streams(param, fc_streams(_numpy(param), name), directory)
 
 
-def huffman_encode_conv(param, name, directory):
+def huffman_encode_conv(param: torch.Tensor, name: str, directory: str) -> tuple[int, int]:
     """Huffman-code a 4-D weight as four streams; return (original, compressed) bytes."""
     return _encode_streams(param, conv_streams(_numpy(param), name), directory)
 
 
-def huffman_decode_fc(param, name, directory):
+def huffman_decode_fc(param: torch.Tensor, name: str, directory: str) -> None:
     """Rebuild a 2-D weight from its three streams into param.data."""
     shape = tuple(param.shape)
     form = _fc_form(shape)
@@ -360,7 +368,7 @@ def huffman_decode_fc(param, name, directory):
     _store(param, dense if form == 'csr' else dense.T)
 
 
-def huffman_decode_conv(param, name, directory):
+def huffman_decode_conv(param: torch.Tensor, name: str, directory: str) -> None:
     """Rebuild a 4-D weight from its four streams into param.data."""
     kn, ch, w, h = param.shape
     data = huffman_decode(directory, f'{name}_conv_data', np.float32)
@@ -397,14 +405,15 @@ def _sparse_to_dense(data, indices, counts, major, minor, name):
     return dense
 
 
-def dump_bias(param, name, directory):
+def dump_bias(param: torch.Tensor, name: str, directory: str) -> tuple[int, int]:
     """Write a bias raw (float32, no pickle); return (original, compressed) bytes."""
     bias = _numpy(param).astype('<f4').reshape(-1)
     return bias.nbytes, _write_file(os.path.join(directory, f'{name}.bin'),
                                     BIAS_MAGIC + varint(len(bias)) + bias.tobytes())
 
 
-def load_bias(param, name, directory):
+def load_bias(param: torch.Tensor, name: str, directory: str) -> None:
+    """Read a bias written by dump_bias into param.data, after checking its header and size."""
     path = os.path.join(directory, f'{name}.bin')
     buf = _read_file(path)
     if buf[:2] != BIAS_MAGIC:
@@ -426,7 +435,8 @@ def _store(param, array):
 
 
 # ---------------------------------------------------------------- whole model
-def huffman_encode_model(model, directory='encodings/', log_file='log.txt'):
+def huffman_encode_model(model: torch.nn.Module, directory: str = 'encodings/',
+                         log_file: str | None = 'log.txt') -> list[dict]:
     """Encode every parameter into directory (replaced atomically), with the manifest;
     print the slides' table and append it to log_file (None: print only).
 
@@ -459,7 +469,7 @@ def huffman_encode_model(model, directory='encodings/', log_file='log.txt'):
     return rows
 
 
-def check_replaceable(directory):
+def check_replaceable(directory: str) -> None:
     """Refuse a path that is a file, or a folder holding files the encoder did not write
     (huffman_encode.py --out: the user named it, so say so rather than move it)."""
     _refuse_a_file(directory)
@@ -544,7 +554,7 @@ def _read_manifest(directory):
     return manifest
 
 
-def check_encodings(model, directory='encodings/'):
+def check_encodings(model: torch.nn.Module, directory: str = 'encodings/') -> None:
     """Refuse directory unless it holds exactly what huffman_encode_model wrote, unchanged,
     for parameters of model's names, shapes and dtypes (one clear error naming the file)."""
     if not os.path.isdir(directory):
@@ -609,7 +619,7 @@ def _replace_directory(new, target):
         shutil.rmtree(old)
 
 
-def format_table(rows):
+def format_table(rows: list[dict]) -> str:
     """The slides' table: name | original bytes | compressed bytes | improvement | percent."""
     lines = [f"{'Layer':<15} | {'original bytes':>14} | {'compressed bytes':>16} | "
              f"{'improvement':>11} | {'percent':>7}", '-' * 76]
@@ -622,7 +632,7 @@ def format_table(rows):
     return '\n'.join(lines)
 
 
-def huffman_decode_model(model, directory='encodings/'):
+def huffman_decode_model(model: torch.nn.Module, directory: str = 'encodings/') -> None:
     """Load every parameter of model from the files written by huffman_encode_model, once
     check_encodings has found them complete and unchanged."""
     check_encodings(model, directory)

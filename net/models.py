@@ -68,7 +68,8 @@ class AlexNet(PruningModule):
         self.fc3 = nn.Linear(4096, num_classes)
         _he_init(self)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities of the classes for a batch of images x."""
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
         x = F.relu(self.conv3(x))
@@ -97,7 +98,8 @@ class LeNet300(PruningModule):
         self.fc3 = nn.Linear(100, num_classes)
         _he_init(self)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities of the classes for a batch of images x."""
         x = F.relu(self.fc1(x.flatten(1)))
         x = F.relu(self.fc2(x))
         return _log_probabilities(self.fc3(x))
@@ -124,7 +126,8 @@ class LeNet5(PruningModule):
         self.fc2 = nn.Linear(500, num_classes)
         _he_init(self)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities of the classes for a batch of images x."""
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
         x = F.relu(self.fc1(x.flatten(1)))
@@ -158,7 +161,8 @@ class VGG16(PruningModule):
         self.fc8 = nn.Linear(4096, num_classes)
         _he_init(self)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities of the classes for a batch of images x."""
         for block, widths in enumerate(VGG16_BLOCKS, 1):
             for i in range(1, len(widths) + 1):
                 x = F.relu(getattr(self, f'conv{block}_{i}')(x))
@@ -171,7 +175,7 @@ class VGG16(PruningModule):
 MODELS = {cls.arch: cls for cls in (AlexNet, LeNet300, LeNet5, VGG16)}
 
 
-def build_model(arch='alexnet', dataset='cifar10'):
+def build_model(arch: str = 'alexnet', dataset: str = 'cifar10') -> nn.Module:
     """A freshly initialised `arch` for `dataset`'s images and classes."""
     if arch not in MODELS:
         raise ValueError(f'unknown model {arch!r}; use one of {sorted(MODELS)}')
@@ -184,17 +188,17 @@ def build_model(arch='alexnet', dataset='cifar10'):
     return model
 
 
-def input_shape(model):
+def input_shape(model: nn.Module) -> tuple[int, int, int]:
     """(channels, height, width) of one input of model."""
     return DATASETS[model.dataset].channels, model.input_size, model.input_size
 
 
-def describe(model):
+def describe(model: nn.Module) -> str:
     """'alexnet for cifar10': what a model is and what data it is for."""
     return f'{model.arch} for {model.dataset}'
 
 
-def check_model(model, path, arch=None, dataset=None):
+def check_model(model: nn.Module, path: str, arch: str | None = None, dataset: str | None = None) -> None:
     """Refuse (ValueError) the model read from path when it is not `arch` for `dataset`
     (None: anything)."""
     wanted = (arch or model.arch, dataset or model.dataset)

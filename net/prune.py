@@ -23,11 +23,11 @@ class PruningModule(nn.Module):
     # What build_model records per instance; checkpoints saved before it were all CIFAR-10.
     dataset = 'cifar10'
 
-    def prunable_layers(self):
+    def prunable_layers(self) -> list[tuple[str, nn.Module]]:
         """(name, module) of every conv and fc layer, in definition order."""
         return prunable_layers(self)
 
-    def prune_by_percentile(self, q=None):
+    def prune_by_percentile(self, q: float | dict[str, float] | None = None) -> None:
         """Keep the q[name] percent largest-magnitude weights of each layer.
 
         ``q`` maps layer name -> percent kept (0..100); a number applies to every layer;
@@ -44,7 +44,7 @@ class PruningModule(nn.Module):
             threshold = np.percentile(weights, 100 - rates[name])
             self._prune(module, threshold)
 
-    def prune_by_std(self, s=0.25):
+    def prune_by_std(self, s: float = 0.25) -> None:
         """Per layer, prune weights with |w| < std(W) * s, for conv and fc layers alike."""
         for _, module in self.prunable_layers():
             threshold = module.weight.data.std().item() * s
@@ -57,7 +57,7 @@ class PruningModule(nn.Module):
         weight.masked_fill_(~mask, 0.0)  # +0.0, where multiplying would leave -0.0
         set_mask(module, mask.to(weight.dtype))
 
-    def prune_dead_units(self):
+    def prune_dead_units(self) -> int:
         """Zero (and mask) the incoming weights of every unit that no later weight reads.
 
         A unit (fc output or conv filter) whose outgoing weights are all pruned feeds
@@ -75,7 +75,7 @@ class PruningModule(nn.Module):
                 removed += mask_out(layer, (len(dead), -1), dead)
         return removed
 
-    def fold_constant_units(self):
+    def fold_constant_units(self) -> int:
         """Fold every unit with no incoming weights into the bias of the fc layer after it.
 
         Such a unit outputs relu(bias) at every position, so what the next fc layer reads
@@ -103,7 +103,7 @@ class PruningModule(nn.Module):
             removed += mask_out(following, weight.shape, (slice(None), constant))
         return removed
 
-    def prune_units(self, q):
+    def prune_units(self, q: dict[str, float]) -> int:
         """Keep the q[name] percent of each named layer's output units (fc units or conv
         filters) with the highest unit_salience, and remove the incoming and outgoing
         weights of the others (keep_units). q: a dict layer -> percent of all its units.
@@ -119,7 +119,7 @@ class PruningModule(nn.Module):
         return sum(self.keep_units(name, round(layers[name].weight.shape[0] * percent / 100))
                    for name, percent in validate_rates(self, q, of='units').items())
 
-    def keep_units(self, name, keep):
+    def keep_units(self, name: str, keep: int) -> int:
         """Keep the `keep` units of layer `name` with the highest unit_salience (ties: the
         lower index), and remove the incoming and outgoing weights of the others.
 
@@ -137,7 +137,7 @@ class PruningModule(nn.Module):
         return (mask_out(layer, (units, -1), drop)
                 + mask_out(reader, (reader.weight.shape[0], units, -1), (slice(None), drop)))
 
-    def unit_salience(self, name):
+    def unit_salience(self, name: str) -> torch.Tensor:
         """Per output unit of layer `name`: the L1 norm of its incoming weights times that
         of the next layer's weights that read it (0 for dead and constant units)."""
         layer, reader = self.unit_reader(name)
@@ -147,7 +147,7 @@ class PruningModule(nn.Module):
         outgoing = reader.weight.data.abs().view(reader.weight.shape[0], units, -1).sum((0, 2))
         return incoming * outgoing
 
-    def unit_reader(self, name):
+    def unit_reader(self, name: str) -> tuple[nn.Module, nn.Module]:
         """(layer `name`, the layer that reads its units); the last layer has none."""
         layers = self.prunable_layers()
         names = [n for n, _ in layers]
@@ -158,25 +158,25 @@ class PruningModule(nn.Module):
             raise ValueError(f'{name} is the last layer: its units are the outputs')
         return layers[index][1], layers[index + 1][1]
 
-    def apply_masks(self):
+    def apply_masks(self) -> None:
         """Re-zero pruned weights (after an optimizer step, which may have moved them)."""
         for _, module in self.prunable_layers():
             if hasattr(module, 'weight_mask'):
                 module.weight.data.masked_fill_(module.weight_mask == 0, 0.0)
 
-    def mask_gradients(self):
+    def mask_gradients(self) -> None:
         """Zero the gradients of pruned weights (call after ``loss.backward()``)."""
         for _, module in self.prunable_layers():
             if hasattr(module, 'weight_mask') and module.weight.grad is not None:
                 module.weight.grad.mul_(module.weight_mask)
 
 
-def prunable_layers(model):
+def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(name, module) of every conv and fc layer of any nn.Module, in definition order."""
     return [(name, m) for name, m in model.named_modules() if isinstance(m, PRUNABLE)]
 
 
-def mask_out(module, shape, index):
+def mask_out(module: nn.Module, shape: tuple[int, ...], index: torch.Tensor | tuple) -> int:
     """Zero and mask module's weights at `index` of its weight viewed as `shape`; return
     how many of them were non-zero."""
     mask = layer_mask(module).clone()
@@ -187,7 +187,7 @@ def mask_out(module, shape, index):
     return removed
 
 
-def layer_mask(module):
+def layer_mask(module: nn.Module) -> torch.Tensor:
     """The layer's mask, or all ones if it was never pruned."""
     mask = getattr(module, 'weight_mask', None)
     return mask if mask is not None else torch.ones_like(module.weight)
@@ -199,12 +199,12 @@ def _units_read(layer, units):
     return units_read(live_weights(layer), units)
 
 
-def live_weights(layer):
+def live_weights(layer: nn.Module) -> torch.Tensor:
     """Which weights of layer may still be non-zero (not pruned, or not zero)."""
     return (layer_mask(layer) != 0) | (layer.weight.data != 0)
 
 
-def units_read(live, units):
+def units_read(live: torch.Tensor, units: int) -> torch.Tensor:
     """Which of `units` inputs a layer reads, given `live` (boolean, the layer's weight
     shape): an input unit is read if any live weight touches one of its channels."""
     per_input = live.transpose(0, 1).reshape(live.shape[1], -1).any(1)
@@ -214,14 +214,15 @@ def units_read(live, units):
     return per_input.view(units, -1).any(1)
 
 
-def set_mask(module, mask):
+def set_mask(module: nn.Module, mask: torch.Tensor) -> None:
+    """Set module's weight_mask buffer to mask, registering the buffer the first time."""
     if hasattr(module, 'weight_mask'):
         module.weight_mask.copy_(mask)
     else:
         module.register_buffer('weight_mask', mask)
 
 
-def validate_rates(model, q, of='weights'):
+def validate_rates(model: nn.Module, q: float | dict[str, float], of: str = 'weights') -> dict[str, float]:
     """Turn q (a number or a dict name -> percent of `of` kept) into a checked dict."""
     names = [name for name, _ in model.prunable_layers()]
     rates = dict.fromkeys(names, q) if isinstance(q, (int, float)) else dict(q)

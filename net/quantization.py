@@ -7,13 +7,14 @@ from torch import nn
 from .prune import prunable_layers
 
 
-def check_bits(bits):
+def check_bits(bits: int) -> int:
+    """bits, if it is an integer from 1 to 16; ValueError otherwise."""
     if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
         raise ValueError(f'bits must be an integer from 1 to 16, got {bits!r}')
     return bits
 
 
-def initial_centroids(values, k, init, seed=0):
+def initial_centroids(values: np.ndarray, k: int, init: str, seed: int = 0) -> np.ndarray:
     """k starting centroids for 1-D values: the paper's three initialisations.
 
     linear: evenly spaced between min and max (the slides'); random (Forgy): k distinct
@@ -33,7 +34,7 @@ def initial_centroids(values, k, init, seed=0):
 INITS = ('linear', 'random', 'density')
 
 
-def share_weights(weight, bits, init='linear', seed=0):
+def share_weights(weight: np.ndarray, bits: int, init: str = 'linear', seed: int = 0) -> np.ndarray:
     """A copy of `weight` (numpy, any shape) whose non-zeros hold at most 2**bits values.
 
     k-means (scikit-learn, centroids from initial_centroids; linear as the slides do)
@@ -56,7 +57,7 @@ def share_weights(weight, bits, init='linear', seed=0):
     return shared
 
 
-def nonzero_centroids(centroids):
+def nonzero_centroids(centroids: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     """A centroid could round to exactly 0 in float32; keep pruned and kept apart.
     In place, on a numpy array or a torch tensor."""
     finfo = torch.finfo if isinstance(centroids, torch.Tensor) else np.finfo
@@ -64,7 +65,7 @@ def nonzero_centroids(centroids):
     return centroids
 
 
-def apply_weight_sharing(model, bits=5, init='linear'):
+def apply_weight_sharing(model: nn.Module, bits: int | dict[str, int] = 5, init: str = 'linear') -> None:
     """Weight-share every conv (4-D) and fc (2-D) weight of model in place.
 
     bits: an int for all layers, or a dict layer name -> bits (missing layers: 5).
@@ -80,7 +81,7 @@ def apply_weight_sharing(model, bits=5, init='linear'):
         weight.copy_(torch.from_numpy(shared))
 
 
-def validate_bits(model, bits):
+def validate_bits(model: nn.Module, bits: int | dict[str, int]) -> dict[str, int]:
     """bits (an int, or a dict layer name -> int, missing layers 5) as a checked dict
     covering every conv and fc layer of model."""
     names = [name for name, _ in prunable_layers(model)]
@@ -111,10 +112,11 @@ class SharedWeights:
                 values, labels = torch.unique(flat[index], return_inverse=True)
                 self.layers.append((module, index, labels, nn.Parameter(values.clone())))
 
-    def parameters(self):
+    def parameters(self) -> list[nn.Parameter]:
+        """The trainable centroids, one tensor per layer, for an optimizer."""
         return [centroids for *_, centroids in self.layers]
 
-    def accumulate_gradients(self):
+    def accumulate_gradients(self) -> None:
         """Each centroid's gradient: the sum of its weights' gradients from the last
         backward(). The weights' own gradients are then cleared: no optimizer holds the
         weights, so nothing else would, and the next backward() would add to them."""
@@ -123,7 +125,7 @@ class SharedWeights:
             centroids.grad = torch.zeros_like(centroids).index_add_(0, labels, grad)
             module.weight.grad = None
 
-    def write_back(self):
+    def write_back(self) -> None:
         """Set every non-zero weight to its (updated) centroid; zeros stay zero."""
         with torch.no_grad():
             for module, index, labels, centroids in self.layers:

@@ -10,7 +10,7 @@ import torch
 from . import models
 
 
-def output_positions(model, input_shape):
+def output_positions(model: torch.nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
     """{layer name: output positions per input (H*W for conv, 1 for fc)}, from one forward
     pass of zeros with hooks."""
     positions, hooks = {}, []
@@ -28,7 +28,7 @@ def output_positions(model, input_shape):
     return positions
 
 
-def pruning_report(model, input_shape=None):
+def pruning_report(model: torch.nn.Module, input_shape: tuple[int, ...] | None = None) -> list[dict]:
     """[row per layer] + [total row]: parameters, non-zeros, dense float32 bytes, and MACs
     dense / sparse / compact (see the module docstring), for one input of `shape`
     (default: what the model takes)."""
@@ -53,7 +53,8 @@ def pruning_report(model, input_shape=None):
     return rows + [total]
 
 
-def format_report(rows):
+def format_report(rows: list[dict]) -> str:
+    """The rows of pruning_report as an aligned text table."""
     header = (f"{'layer':8}{'parameters':>12}{'non-zeros':>11}{'dense bytes':>13}"
               f"{'MACs dense':>14}{'MACs sparse':>13}{'MACs compact':>14}")
     lines = [header]

@@ -33,7 +33,7 @@ def _kind(module):
     return 'conv' if isinstance(module, nn.Conv2d) else 'fc'
 
 
-def structure_scores(weight, kind, granularity, norm='l1'):
+def structure_scores(weight: torch.Tensor, kind: str, granularity: str, norm: str = 'l1') -> torch.Tensor:
     """Score of every structure of weight, shaped so that it broadcasts over weight."""
     if (kind, granularity) not in _REDUCED:
         valid = CONV_GRANULARITIES if kind == 'conv' else FC_GRANULARITIES
@@ -46,7 +46,8 @@ def structure_scores(weight, kind, granularity, norm='l1'):
     return score if norm == 'l1' else score.sqrt()
 
 
-def prune_structured(model, q, conv='filter', fc='row', norm='l1', scope='local'):
+def prune_structured(model: nn.Module, q: float | dict[str, float], conv: str = 'filter', fc: str = 'row',
+                     norm: str = 'l1', scope: str = 'local') -> dict[str, float]:
     """Zero and mask whole structures of every conv and fc layer.
 
     q: percent of weights kept, a number or a dict layer -> percent (local scope: per

@@ -10,6 +10,7 @@ import functools
 import gzip
 import os
 import zlib
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -324,17 +325,19 @@ def _image_folder(root, subset, channels, side, dataset):
 @functools.lru_cache(maxsize=4)
 def cached_split(train: bool, data_dir: str | None, subset: int | None, dataset: str = 'cifar10',
                  size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """load_split, the last few splits kept in memory (the test split is read once per run)."""
     return load_split(train, data_dir, subset, dataset, size)
 
 
-def model_data(model, data_dir: str | None, subset: int | None, device) -> tuple:
+def model_data(model: torch.nn.Module, data_dir: str | None, subset: int | None,
+               device: torch.device) -> tuple:
     """(train images, train labels, test images, test labels) for model, on device."""
     return (*model_split(model, True, data_dir, subset, device),
             *model_split(model, False, data_dir, subset, device))
 
 
-def model_split(model, train: bool, data_dir: str | None, subset: int | None,
-                device) -> tuple[torch.Tensor, torch.Tensor]:
+def model_split(model: torch.nn.Module, train: bool, data_dir: str | None, subset: int | None,
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """load_split for what model was built for (its dataset, padded to its input size),
     on device; the test split is cached."""
     load = cached_split if not train else load_split
@@ -347,7 +350,8 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return images.float().mul_(1 / (255 * NORM_STD)).sub_(NORM_MEAN / NORM_STD)
 
 
-def augment(images: torch.Tensor, generator, padding: int = CROP_PADDING) -> torch.Tensor:
+def augment(images: torch.Tensor, generator: torch.Generator,
+            padding: int = CROP_PADDING) -> torch.Tensor:
     """Batched random crop (zero padding, like RandomCrop(32, padding=4)) + h-flip;
     padding 0: h-flip only.
 
@@ -366,8 +370,9 @@ def augment(images: torch.Tensor, generator, padding: int = CROP_PADDING) -> tor
     return picked_rows.gather(3, cols.expand(n, c, h, w))
 
 
-def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, generator=None,
-            train: bool = False, augmentation: str = 'crop-flip'):
+def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
+            generator: torch.Generator | None = None, train: bool = False,
+            augmentation: str = 'crop-flip') -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (normalised float inputs, labels); shuffled when train, and then augmented:
     augmentation is one of AUGMENTATIONS."""
     if augmentation not in AUGMENTATIONS:
@@ -382,7 +387,7 @@ def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, generat
         yield normalize(x), labels[idx]
 
 
-def evaluate(model, images: torch.Tensor, labels: torch.Tensor,
+def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
              batch_size: int = 1000) -> tuple[float, float]:
     """(average nll loss, accuracy %) of model on the given tensors (on model's device)."""
     model.eval()

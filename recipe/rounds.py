@@ -102,7 +102,8 @@ class TargetRatio(StopRule):
     def __init__(self, ratio: float):
         self.ratio = ratio
 
-    def after_cut(self, model, record):
+    def after_cut(self, model: torch.nn.Module, record: dict) -> bool:
+        """Whether this round's cut reaches the ratio (recorded in record if so)."""
         if not reaches(model, self.ratio):
             return False
         record['ratio_after_pruning'] = shared_copy(model)['shared_ratio']
@@ -120,7 +121,9 @@ class AccuracyFloor(StopRule):
         self.minimum, self.epochs = minimum, epochs
         self.kept = None  # (state, record, round) of the last round above the floor
 
-    def after_round(self, model, record, step, seconds):
+    def after_round(self, model: torch.nn.Module, record: dict, step: Round,
+                    seconds: tuple[float, float]) -> Ending | None:
+        """Keep a round above the floor; below it, end at the last one kept."""
         if record['accuracy_after_retraining'] >= self.minimum:
             self.kept = (copy.deepcopy(model.state_dict()), record, step)
             return None
@@ -143,10 +146,13 @@ class TimeLimit(StopRule):
         self.epoch_seconds = epoch_seconds
 
     def out_of_time(self, round_seconds: float) -> bool:
+        """Whether another round of round_seconds and the final epochs would end too late."""
         finish = time.time() + round_seconds + self.epochs * self.epoch_seconds
         return finish > self.started + 60 * self.minutes
 
-    def after_round(self, model, record, step, seconds):
+    def after_round(self, model: torch.nn.Module, record: dict, step: Round,
+                    seconds: tuple[float, float]) -> Ending | None:
+        """End at this round if another would end past the limit."""
         round_seconds, epoch_seconds = seconds
         self.epoch_seconds = epoch_seconds or self.epoch_seconds
         if not self.out_of_time(round_seconds):

@@ -9,7 +9,7 @@ import dataclasses
 import json
 import math
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 from net.models import DATASETS, MODELS
 from net.quantization import INITS, check_bits
@@ -48,6 +48,7 @@ class Setting(NamedTuple):
 
     @property
     def key(self) -> str:
+        """The setting's name in a recipe section and in the settings object."""
         return self.flag[2:].replace('-', '_')
 
 
@@ -55,7 +56,8 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse with the project's one-line errors (`error: ...`, exit status 2) instead of
     the usage text; --help still shows it."""
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
+        """Exit with one line: the problem, and where the flags are explained."""
         fail(f'{message} (see {self.prog} --help)')
 
 
@@ -72,8 +74,8 @@ def add_flags(parser: argparse.ArgumentParser, settings: Sequence[Setting]) -> N
                                 choices=s.choices, help=s.help or None, nargs='+' if s.many else None)
 
 
-def parse(cls, argv, section: str, description: str, overrides: dict | None = None,
-          source: str = 'settings'):
+def parse(cls: type, argv: Sequence[str] | None, section: str, description: str,
+          overrides: dict | None = None, source: str = 'settings') -> Any:
     """A script's settings object (cls) from argv (flags win), `overrides` (a recipe
     section's form; errors name `source`), the --config recipe's `section`, then the
     defaults; every value converted and checked."""
@@ -88,8 +90,8 @@ def parse(cls, argv, section: str, description: str, overrides: dict | None = No
     recipe = read_recipe(config, section, settings) | checked(settings, overrides or {}, source, section)
     try:
         values = values_of(settings, given, recipe)
-    except SettingError as err:
-        fail(err)
+    except SettingError as err:  # a flag's text: the recipe's values are checked already
+        parser.error(str(err))
     return cls(**values, config=config)
 
 
@@ -105,7 +107,7 @@ def values_of(settings: Sequence[Setting], given: dict, recipe: dict) -> dict:
     return values
 
 
-def from_text(setting: Setting, text: str | list | bool):
+def from_text(setting: Setting, text: str | list | bool) -> Any:
     """A flag's value from its command-line text (a list of them, for `many`), checked."""
     if setting.many:
         return [from_text(setting._replace(many=False), one) for one in text]
@@ -143,7 +145,7 @@ def comma_list(kind: type) -> Callable:
     return parse
 
 
-def from_recipe(setting: Setting, value, source: str):
+def from_recipe(setting: Setting, value: Any, source: str) -> Any:
     """A recipe's value of setting, checked as the command line's would be."""
     if isinstance(setting.kind, Json):
         if value is None and setting.default in (None, {}):  # null: not set
@@ -170,7 +172,7 @@ def from_recipe(setting: Setting, value, source: str):
     return in_range(setting, value)
 
 
-def in_range(setting: Setting, value):
+def in_range(setting: Setting, value: Any) -> Any:
     """value, if within the setting's range (NaN never is)."""
     if setting.low is None or value is None or not isinstance(value, (int, float)):
         return value
@@ -299,7 +301,8 @@ def _round_settings(value, flag):
 # ---------------------------------------------------------------- the settings, by phase
 # Each phase is a frozen dataclass whose fields are its settings; setting() declares a
 # field's flag (the field's name with '-' for '_'), default, kind, help and range once.
-def setting(default=None, kind=str, help: str = '', metavar: str | None = None, **limits):
+def setting(default: Any = None, kind: Any = str, help: str = '', metavar: str | None = None,
+            **limits) -> Any:
     """A settings field: its default, kind (int, float, str, bool, a Json or a text
     parser) and help; limits as Setting's (choices, low, high, above, many)."""
     declared = Setting('', default, kind, help, metavar, **limits)
@@ -309,7 +312,7 @@ def setting(default=None, kind=str, help: str = '', metavar: str | None = None, 
     return dataclasses.field(default=default, metadata={'setting': declared})
 
 
-def flags_of(cls) -> list[Setting]:
+def flags_of(cls: type) -> list[Setting]:
     """The Settings of a phase (or of a script's settings class), in field order."""
     return [f.metadata['setting']._replace(flag='--' + f.name.replace('_', '-'))
             for f in dataclasses.fields(cls) if 'setting' in f.metadata]
@@ -396,8 +399,7 @@ class Cuts:
         None, layer_numbers('percent of its units kept', '{"fc1": 2, "fc2": 1.5}'),
         'percent of a layer\'s output units kept, e.g. \'{"fc1": 2, "fc2": 1.5}\': after each cut, '
         'the least salient units (L1 of incoming x outgoing weights) lose all their weights, on '
-        'the same schedule as --rates. In the homework format every distinct unit of an fc layer '
-        'costs a 33-bit code-tree leaf', 'JSON')
+        'the same schedule as --rates', 'JSON')
     prune_dead_units: bool = setting(False, bool, 'after each cut, also zero the incoming weights '
                                      'of units that no later weight reads (the network computes '
                                      'the same function)')
@@ -596,7 +598,8 @@ def quantization(args: WeightSharingSettings) -> Training:
 PRUNING_DESCRIPTION = 'Train, prune and retrain AlexNet on CIFAR-10 (or --model on --dataset)'
 
 
-def pruning_settings(argv=None, overrides=None, source='settings') -> PruningSettings:
+def pruning_settings(argv: Sequence[str] | None = None, overrides: dict | None = None,
+                     source: str = 'settings') -> PruningSettings:
     """pruning.py's settings from argv, `overrides` ({setting: value} as in a recipe's pruning
     section; errors name `source`) and --config's section, with the defaults that follow
     from others filled in."""

@@ -8,7 +8,7 @@ gradients per cluster / tie the weights to their centroids). Test accuracy is me
 after every epoch and appended to `history`.
 """
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import torch
@@ -24,8 +24,8 @@ MIN_ONECYCLE_STEPS = 8
 FUSED_DEVICES = ('cpu', 'cuda')
 
 
-def make_optimizer(params, name: str, lr: float, weight_decay: float, schedule: str,
-                   total_steps: int) -> tuple:
+def make_optimizer(params: Iterable[torch.Tensor], name: str, lr: float, weight_decay: float,
+                   schedule: str, total_steps: int) -> tuple:
     """(optimizer, per-step scheduler or None): Adam or Nesterov SGD; one-cycle or constant."""
     params = list(params)
     # One fused kernel per step instead of a dozen passes over the weights: a fifth of a
@@ -59,7 +59,8 @@ class Phase(NamedTuple):
     after_step: Callable[[], None]
 
 
-def fit(model, data, training: Training, phase: Phase, generator, history: list) -> None:
+def fit(model: torch.nn.Module, data: tuple, training: Training, phase: Phase,
+        generator: torch.Generator, history: list) -> None:
     """Train model for phase.epochs on data = (train_x, train_y, test_x, test_y) with
     training's optimizer, schedule, batch size and augmentation (when the model's dataset
     calls for it: datasets.AUGMENTED); the test accuracy of every epoch goes to history.
@@ -102,7 +103,8 @@ def fit(model, data, training: Training, phase: Phase, generator, history: list)
               f'train {record["train_accuracy"]:.2f}%, test {accuracy:.2f}%')
 
 
-def train(model, data, training: Training, epochs: int, phase: str, generator, history: list) -> float:
+def train(model: torch.nn.Module, data: tuple, training: Training, epochs: int, phase: str,
+          generator: torch.Generator, history: list) -> float:
     """Train for `epochs` with `training`'s settings; pruned weights stay exactly zero
     throughout. Returns the seconds per epoch (0 for no epochs).
 

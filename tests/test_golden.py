@@ -39,25 +39,11 @@ SCRIPTS = ('pruning.py', 'weight_share.py', 'huffman_encode.py')
 DURATION = re.compile(r'\d+(\.\d+)? (s|min)\b')
 
 
-# CPU features that change which kernels run (bf16 autocast, oneDNN's integer and AMX
-# paths): torch reports 'AVX512' for CPUs with and without them.
-KERNEL_FEATURES = ('amx_bf16', 'amx_tile', 'avx512_bf16', 'avx512_fp16', 'avx512_vnni', 'avx_vnni')
-
-
-def cpu_features():
-    try:
-        with open('/proc/cpuinfo') as file:
-            flags = set(file.read().split())
-    except OSError:  # not Linux: unknown, so never equal to a record
-        return None
-    return [feature for feature in KERNEL_FEATURES if feature in flags]
-
-
 def machine():
     """What else the floats depend on: other kernels (CPU features, library versions) sum
     in another order, so the bytes are only comparable where these match."""
     return {'torch': torch.__version__, 'numpy': np.__version__, 'sklearn': sklearn.__version__,
-            'cpu': torch.backends.cpu.get_cpu_capability(), 'cpu_features': cpu_features()}
+            'cpu': torch.backends.cpu.get_cpu_capability()}
 
 
 def sha256(path):
