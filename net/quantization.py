@@ -59,9 +59,10 @@ def share_weights(weight: np.ndarray, bits: int, init: str = 'linear', seed: int
 
 def nonzero_centroids(centroids: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     """A centroid could round to exactly 0 in float32; keep pruned and kept apart.
-    In place, on a numpy array or a torch tensor."""
-    finfo = torch.finfo if isinstance(centroids, torch.Tensor) else np.finfo
-    centroids[centroids == 0] = finfo(centroids.dtype).tiny
+    In place, on a numpy array or a torch tensor (masked_fill_: a GPU needs no host read)."""
+    if isinstance(centroids, torch.Tensor):
+        return centroids.masked_fill_(centroids == 0, torch.finfo(centroids.dtype).tiny)
+    centroids[centroids == 0] = np.finfo(centroids.dtype).tiny
     return centroids
 
 

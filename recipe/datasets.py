@@ -350,6 +350,15 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return images.float().mul_(1 / (255 * NORM_STD)).sub_(NORM_MEAN / NORM_STD)
 
 
+def to_device(drawn: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Random numbers drawn on the CPU (the seeded generator lives there, so every device
+    draws the same) copied to device. To a GPU through pinned memory, without waiting:
+    a plain copy from pageable memory would wait for all queued GPU work, every batch."""
+    if device.type != 'cuda':
+        return drawn.to(device)
+    return drawn.pin_memory().to(device, non_blocking=True)
+
+
 def augment(images: torch.Tensor, generator: torch.Generator,
             padding: int = CROP_PADDING) -> torch.Tensor:
     """Batched random crop (zero padding, like RandomCrop(32, padding=4)) + h-flip;
@@ -361,8 +370,8 @@ def augment(images: torch.Tensor, generator: torch.Generator,
     n, c, h, w = images.shape
     device = images.device
     padded = F.pad(images, (padding,) * 4)
-    shift = torch.randint(0, 2 * padding + 1, (2, n), generator=generator).to(device)
-    flip = (torch.rand(n, generator=generator) < 0.5).to(device)
+    shift = to_device(torch.randint(0, 2 * padding + 1, (2, n), generator=generator), device)
+    flip = to_device(torch.rand(n, generator=generator) < 0.5, device)
     rows = (shift[0, :, None] + torch.arange(h, device=device)).view(n, 1, h, 1)
     picked_rows = padded.gather(2, rows.expand(n, c, h, w + 2 * padding))
     cols = shift[1, :, None] + torch.arange(w, device=device)
@@ -378,7 +387,7 @@ def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
     if augmentation not in AUGMENTATIONS:
         raise ValueError(f'unknown augmentation {augmentation!r}; use one of {", ".join(AUGMENTATIONS)}')
     n = len(labels)
-    order = torch.randperm(n, generator=generator).to(images.device) if train else None
+    order = to_device(torch.randperm(n, generator=generator), images.device) if train else None
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size] if train else slice(start, start + batch_size)
         x = images[idx]
@@ -391,11 +400,13 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
              batch_size: int = 1000) -> tuple[float, float]:
     """(average nll loss, accuracy %) of model on the given tensors (on model's device)."""
     model.eval()
-    loss = correct = 0.0
+    # Summed on the device and read once (float64, as Python summed each batch's float).
+    loss = torch.zeros((), dtype=torch.float64, device=labels.device)
+    correct = torch.zeros((), dtype=torch.int64, device=labels.device)
     with torch.no_grad():
         for x, y in batches(images, labels, batch_size):
             output = model(x)
-            loss += F.nll_loss(output, y, reduction='sum').item()
-            correct += (output.argmax(1) == y).sum().item()
+            loss += F.nll_loss(output, y, reduction='sum').double()
+            correct += (output.argmax(1) == y).sum()
     n = len(labels)
-    return loss / n, 100.0 * correct / n
+    return loss.item() / n, 100.0 * correct.item() / n

@@ -59,6 +59,27 @@ class Phase(NamedTuple):
     after_step: Callable[[], None]
 
 
+class RunningSums:
+    """An epoch's training loss and accuracy, summed on the device: a GPU would stall at
+    every step were they read back there (read() copies them to the host). The loss sums
+    in float64, exactly as Python floats summed each step's loss.item() before."""
+
+    def __init__(self, device: torch.device):
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.seen = 0
+
+    def add(self, loss: torch.Tensor, output: torch.Tensor, labels: torch.Tensor) -> None:
+        """One batch's mean loss and outputs."""
+        self.loss += loss.detach().double() * len(labels)
+        self.correct += (output.argmax(1) == labels).sum()
+        self.seen += len(labels)
+
+    def read(self) -> tuple[float, float]:
+        """(mean loss, accuracy %) so far: the one host read."""
+        return self.loss.item() / self.seen, 100 * self.correct.item() / self.seen
+
+
 def fit(model: torch.nn.Module, data: tuple, training: Training, phase: Phase,
         generator: torch.Generator, history: list) -> None:
     """Train model for phase.epochs on data = (train_x, train_y, test_x, test_y) with
@@ -74,8 +95,7 @@ def fit(model: torch.nn.Module, data: tuple, training: Training, phase: Phase,
                                           training.weight_decay, training.schedule, epochs * steps)
     for epoch in range(1, epochs + 1):
         model.train()
-        seen = correct = 0
-        total_loss = 0.0
+        sums = RunningSums(train_y.device)
         bar = tqdm(datasets.batches(train_x, train_y, training.batch_size, generator, train=True,
                                  augmentation=augmentation if datasets.AUGMENTED[model.dataset] else 'none'),
                    total=steps, desc=f'{phase.name} {epoch}/{epochs}', leave=False, mininterval=1)
@@ -90,14 +110,14 @@ def fit(model: torch.nn.Module, data: tuple, training: Training, phase: Phase,
             phase.after_step()
             if scheduler is not None:
                 scheduler.step()
-            seen += len(y)
-            total_loss += loss.item() * len(y)
-            correct += (output.argmax(1) == y).sum().item()
+            sums.add(loss, output, y)
             if i % training.log_interval == 0:
-                bar.set_postfix(loss=f'{total_loss / seen:.3f}', acc=f'{100 * correct / seen:.1f}%')
+                train_loss, train_accuracy = sums.read()
+                bar.set_postfix(loss=f'{train_loss:.3f}', acc=f'{train_accuracy:.1f}%')
         _, accuracy = datasets.evaluate(model, test_x, test_y, training.test_batch_size)
-        record = {'phase': phase.name, 'epoch': epoch, 'train_loss': total_loss / seen,
-                  'train_accuracy': 100 * correct / seen, 'test_accuracy': accuracy}
+        train_loss, train_accuracy = sums.read()
+        record = {'phase': phase.name, 'epoch': epoch, 'train_loss': train_loss,
+                  'train_accuracy': train_accuracy, 'test_accuracy': accuracy}
         history.append(record)
         print(f'{phase.name} epoch {epoch}/{epochs}: loss {record["train_loss"]:.4f}, '
               f'train {record["train_accuracy"]:.2f}%, test {accuracy:.2f}%')
