@@ -194,9 +194,12 @@ def _cifar_binary(folder, found, train, subset, dataset):
         raise DataError(f'{folder} holds {spec["name"]}\'s binary files, but the model is for '
                         f'{dataset}: pass --dataset {found}, or the --data-dir of its data')
     record = spec['label_bytes'] + CIFAR_IMAGE_BYTES
-    _check_cifar_binary(folder, spec, record, dataset)
-    names = [name for name in spec['files'] if (name == spec['test']) != train]
+    present = _check_cifar_binary(folder, spec, record, dataset)
+    names = [name for name in present if (name == spec['test']) != train]
     data = np.empty((sum(spec['files'][name] for name in names), record), np.uint8)
+    if train and len(names) < len(spec['files']) - 1:
+        print(f'note: {folder} holds {len(names)} of {spec["name"]}\'s {len(spec["files"]) - 1} '
+              f'training files: training on {len(data):,} images')
     start = 0
     for name in names:  # read straight into one buffer: no per-image work, no extra copy
         path = os.path.join(folder, name)
@@ -212,24 +215,33 @@ def _cifar_binary(folder, found, train, subset, dataset):
 
 
 def _check_cifar_binary(folder, spec, record, dataset):
-    """One clear error for a missing file, a file of the wrong size, or class names that
-    do not match the dataset."""
+    """The data files a binary CIFAR folder holds: the test file and the first training
+    files (all, or a first few: a small copy, such as data_batch_1.bin alone); one clear
+    error for a file missing among them, a file of the wrong size, or class names (checked
+    where the names file is there) that do not match the dataset."""
     listing = ', '.join([*spec['files'], spec['names']])
-    for name, images in [*spec['files'].items(), (spec['names'], None)]:
+    training = [name for name in spec['files'] if name != spec['test']]
+    kept = next((k for k in range(len(training), 0, -1)
+                 if os.path.isfile(os.path.join(folder, training[k - 1]))), 1)
+    present = [*training[:kept], spec['test']]
+    for name in present:
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
             raise DataError(f'{path} is missing: a {spec["name"]} binary folder holds {listing} '
                             f'(re-extract the official {spec["name"]} binary archive)')
-        size = os.path.getsize(path)
-        if images is not None and size != images * record:
+        size, images = os.path.getsize(path), spec['files'][name]
+        if size != images * record:
             raise DataError(f'{path} is {size:,} bytes, not {images * record:,} ({images:,} records '
                             f'of {record:,} bytes): truncated or not a {spec["name"]} binary file')
-    classes = DATASETS[dataset].classes
-    with open(os.path.join(folder, spec['names']), 'rb') as f:
-        count = sum(1 for line in f.read().splitlines() if line.strip())
-    if count != classes:
-        raise DataError(f'{os.path.join(folder, spec["names"])} names {count} classes, '
-                        f'but {spec["name"]} has {classes}: not a {spec["name"]} class-name file')
+    names = os.path.join(folder, spec['names'])
+    if os.path.isfile(names):
+        classes = DATASETS[dataset].classes
+        with open(names, 'rb') as f:
+            count = sum(1 for line in f.read().splitlines() if line.strip())
+        if count != classes:
+            raise DataError(f'{names} names {count} classes, but {spec["name"]} has {classes}: '
+                            f'not a {spec["name"]} class-name file')
+    return present
 
 
 def _check_cifar_labels(path, records, spec, dataset):

@@ -145,6 +145,7 @@ def test_an_unpruned_model_trains_without_a_copy(tiny, synthetic_data, tmp_path,
     retrain(tiny, synthetic_data, tmp_path, '--compact-training')
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 def test_compact_copy_on_a_gpu(pruned_chain):
     model = pruned_chain.cuda()

@@ -259,7 +259,9 @@ def set_byte(path, offset, value):
     ('cifar10', lambda d: (d / 'data_batch_3.bin').unlink(),
      r'data_batch_3.bin is missing: a CIFAR-10 binary folder holds data_batch_1.bin, .*'
      r'test_batch.bin, batches.meta.txt \(re-extract'),
-    ('cifar10', lambda d: (d / 'batches.meta.txt').unlink(), 'batches.meta.txt is missing'),
+    ('cifar10', lambda d: (d / 'test_batch.bin').unlink(), 'test_batch.bin is missing'),
+    ('cifar10', lambda d: [(d / f'data_batch_{i}.bin').unlink() for i in range(1, 6)],
+     'data_batch_1.bin is missing'),
     ('cifar10', lambda d: (d / 'test_batch.bin').write_bytes((d / 'test_batch.bin').read_bytes()[:-1]),
      r'test_batch.bin is 18,437 bytes, not 18,438 \(6 records of 3,073 bytes\): truncated'),
     ('cifar10', lambda d: set_byte(d / 'data_batch_5.bin', 3073 * 4, 10),
@@ -270,7 +272,7 @@ def set_byte(path, offset, value):
      'train.bin has labels up to 100, but CIFAR-100 has 100 classes'),
     ('cifar100', lambda d: set_byte(d / 'train.bin', 0, 20),
      'train.bin has coarse labels up to 20, but CIFAR-100 has 20'),
-    ('cifar100', lambda d: (d / 'fine_label_names.txt').unlink(), 'fine_label_names.txt is missing'),
+    ('cifar100', lambda d: (d / 'train.bin').unlink(), 'train.bin is missing'),
 ])
 def test_a_damaged_binary_folder_is_refused_naming_the_file(tmp_path, small_cifar_binary, dataset,
                                                              damage, message):
@@ -278,6 +280,21 @@ def test_a_damaged_binary_folder_is_refused_naming_the_file(tmp_path, small_cifa
     damage(tmp_path)
     with pytest.raises(datasets.DataError, match=message):
         datasets.load_split(True, str(tmp_path), dataset=dataset)
+
+
+def test_a_folder_of_the_first_training_files_trains_on_them_and_says_so(tmp_path, small_cifar_binary,
+                                                                        capsys):
+    # What a GPU machine that carries 60 MB holds: data_batch_1.bin and test_batch.bin.
+    folder = small_cifar_binary(tmp_path)
+    labels, pixels = records(f'{folder}/data_batch_1.bin', 1)
+    for name in ('data_batch_2.bin', 'data_batch_3.bin', 'data_batch_4.bin', 'data_batch_5.bin',
+                 'batches.meta.txt'):
+        (tmp_path / name).unlink()
+    images, loaded_labels = datasets.load_split(True, folder)
+    assert torch.equal(images.flatten(1), torch.from_numpy(pixels))
+    assert torch.equal(loaded_labels, torch.from_numpy(labels[:, 0]).long())
+    assert 'holds 1 of CIFAR-10\'s 5 training files: training on 6 images' in capsys.readouterr().out
+    assert datasets.load_split(False, folder)[0].shape == (6, 3, 32, 32)
 
 
 def test_a_folder_holding_both_binary_cifars_gives_each_its_own(tmp_path, small_cifar_binary):
