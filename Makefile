@@ -2,6 +2,8 @@
 #              CONFIG=best for the recipe in configs/best.json, SEED=n for another seed)
 # make test  : ruff + the test suite
 # Both create .venv and install the requirements first if needed.
+# make gpu-check DATA_DIR=dir : a GPU machine's check (bench/gpu_check.py), with the .venv
+#              if there is one, else $(PYTHON) and the packages it has (no install)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -16,7 +18,7 @@ COMMON := $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(CONFIG),--config confi
 # The two scripts that draw random numbers (huffman_encode.py draws none).
 SEEDED := $(if $(SEED),--seed $(SEED))
 
-.PHONY: run test bench clean
+.PHONY: run test bench gpu-check clean
 
 $(VENV)/installed: requirements.txt requirements-dev.txt requirements-plot.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +37,9 @@ test: $(VENV)/installed
 bench: $(VENV)/installed
 	$(PY) bench/huffman.py $(COMMON)
 	$(PY) bench/train.py $(COMMON)
+
+gpu-check:
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) bench/gpu_check.py $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(ARGS)
 
 clean:
 	rm -rf saves encodings log.txt log.*.json

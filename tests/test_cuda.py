@@ -203,3 +203,26 @@ def test_compact_training_on_device_gives_the_full_models_function(synthetic_dat
     x = data[2].float() / 255
     with torch.no_grad():
         assert torch.allclose(full(x), compact(x), atol=1e-4)
+
+
+@NEEDS_DATA
+def test_the_gpu_check_runs_and_reports_every_part(tmp_path):
+    # Here on the CPU alone (no CUDA: the check says so), a small recipe for the real one.
+    (tmp_path / 'recipe.json').write_text(json.dumps({
+        'pruning': {'epochs': 1, 're_epochs': 1, 'subset': 300},
+        'weight_share': {'quantize_epochs': 1, 'subset': 300},
+        'huffman_encode': {'pack': 'saves/model.dcz', 'subset': 300}}))
+    result = subprocess.run([sys.executable, os.path.join(ROOT, 'bench', 'gpu_check.py'), '--data-dir',
+                             DATA_DIR, '--recipe', 'recipe.json', '--out', 'check', '--skip', 'tests'],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                            env=os.environ | {'PYTHONPATH': ROOT})
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / 'check' / 'gpu_check.json').read_text())
+    assert report['device']['torch'] == torch.__version__
+    rows = report['throughput']
+    assert len(rows) == 2 and all(row[precision]['cpu'] > 0 for row in rows.values()
+                                  for precision in ('fp32', 'bf16'))
+    recipe = report['recipe']
+    assert set(recipe['seconds']) == {'pruning.py', 'weight_share.py', 'huffman_encode.py'}
+    assert recipe['accuracy_after_decoding'] == recipe['dcz_accuracy'] and recipe['ratio'] > 1
+    assert 'ended by the last round of the schedule' in result.stdout
