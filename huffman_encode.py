@@ -2,7 +2,8 @@
 
 Reads saves/model_after_weight_sharing.ptmodel, writes encodings/ (the homework format)
 and, with --pack PATH, the whole compressed model as one .dcz file. --unpack PATH only
-loads such a file and tests it.
+loads such a file and tests it (--export OUT.pt: and writes the compact network of its live
+units).
 """
 import os
 import sys
@@ -12,7 +13,9 @@ import torch
 
 import util
 from net.checkpoint import CheckpointError, load_model
+from net.compact import parameter_count
 from net.container import ContainerError, load_compressed, save_compressed, strip_dead_units
+from net.export import export_compact
 from net.huffmancoding import (
     HuffmanFormatError,
     check_replaceable,
@@ -60,12 +63,14 @@ def run(args, command):
         if args.pack and is_inside(args.pack, args.out):
             raise ValueError(f'--pack {args.pack} is inside --out {args.out}, which each run '
                              'replaces whole: pack it elsewhere (the recipes use saves/model.dcz)')
-    outputs = {} if args.unpack else {'--out/': args.out, '--pack': args.pack}
+    outputs = {'--export': args.export} if args.unpack else {'--out/': args.out, '--pack': args.pack}
     config, _ = util.start_run(args, 'huffman_encode.py', outputs, command=command)
     if (args.pack_float16 or args.pack_bias_bits is not None) and not args.pack:
         raise ValueError('--pack-float16 and --pack-bias-bits change the .dcz file: add --pack PATH')
     if args.pack and args.unpack:
         raise ValueError('--pack writes a .dcz file and --unpack only reads one: use one of them')
+    if args.export and not args.unpack:
+        raise ValueError('--export writes the compact network of a .dcz file: add --unpack FILE.dcz')
     if args.unpack:
         return unpack(args, config)
     model = load_model(args.load_model_path, 'cpu', made_by='weight_share.py', arch=args.model,
@@ -165,8 +170,22 @@ def unpack(args, config):
     accuracy = util.test_with(model, args)
     print(f'{args.unpack}: accuracy {accuracy:.2f}% (loaded in {seconds:.2f} s)')
     util.log(f'unpack {args.unpack} accuracy {accuracy}', args.log)
-    util.write_json(util.results_path(args.log, 'huffman_encode'), {
-        'config': config, 'unpack': args.unpack, 'accuracy': accuracy, 'load_seconds': seconds})
+    record = {'config': config, 'unpack': args.unpack, 'accuracy': accuracy, 'load_seconds': seconds}
+    if args.export:
+        record['export'] = export(model, args)
+    util.write_json(util.results_path(args.log, 'huffman_encode'), record)
+
+
+def export(model, args):
+    """Write and test the compact network of model's live units; return its record."""
+    compact = export_compact(model, args.export)
+    print(f'--- Accuracy of the compact network {args.export} ---')
+    accuracy = util.test_with(compact, args)
+    size = parameter_count(compact)
+    print(f'{args.export}: {size:,} parameters (of {parameter_count(model):,}), accuracy {accuracy:.2f}%; '
+          'load it with net.export.load_compact')
+    util.log(f'export {args.export} parameters {size} accuracy {accuracy}', args.log)
+    return {'path': args.export, 'parameters': size, 'accuracy': accuracy}
 
 
 def format_pack_table(report):

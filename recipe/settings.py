@@ -486,6 +486,8 @@ class Encoding:
                                          'B', low=1, high=16)
     unpack: str | None = setting(None, metavar='PATH', help='only load a .dcz file and test its '
                                  'accuracy')
+    export: str | None = setting(None, metavar='OUT.pt', help='with --unpack: also write the '
+                                 'compact network of its live units (net/export.py) and test it')
 
 
 @phase
