@@ -142,7 +142,7 @@ def recipe_results(folder):
     return {'rounds': len(pruned['rounds']), 'decision': decision(last),
             'initial_accuracy': pruned['initial_accuracy'],
             'accuracy_after_retraining': pruned['accuracy_after_retraining'],
-            'accuracy_after_weight_sharing': shared.get('accuracy_after_weight_sharing'),
+            'accuracy_after_weight_sharing': shared['accuracy_after'],
             'accuracy_after_decoding': encoded['accuracy_after_decoding'], 'ratio': encoded['ratio'],
             'dcz_bytes': encoded['pack']['bytes'], 'dcz_ratio': encoded['pack']['ratio'],
             'dcz_accuracy': encoded['pack']['accuracy']}
@@ -187,6 +187,7 @@ def main():
             print(f"  total {recipe['total_seconds']:.1f} s; {recipe['rounds']} round records, ended by "
                   f"{recipe['decision']}; accuracy: initial "
                   f"{recipe['initial_accuracy']:.2f}%, retrained {recipe['accuracy_after_retraining']:.2f}%, "
+                  f"shared {recipe['accuracy_after_weight_sharing']:.2f}%, "
                   f"decoded {recipe['accuracy_after_decoding']:.2f}%; ratio {recipe['ratio']:.1f}x; "
                   f".dcz {recipe['dcz_bytes']:,} bytes, {recipe['dcz_ratio']:.1f}x at "
                   f"{recipe['dcz_accuracy']:.2f}%")
