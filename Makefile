@@ -2,8 +2,8 @@
 #              CONFIG=best for the recipe in configs/best.json, SEED=n for another seed)
 # make test  : ruff + the test suite
 # Both create .venv and install the requirements first if needed.
-# make gpu-check DATA_DIR=dir : a GPU machine's check (bench/gpu_check.py), with the .venv
-#              if there is one, else $(PYTHON) and the packages it has (no install)
+# make gpu-check DATA_DIR=dir : a GPU machine's check (bench/gpu_check.py) with PYTHON if
+#              given (PYTHON=python3: the packages it has, no install), else the .venv's
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -17,6 +17,9 @@ ENCODE_ARGS ?=
 COMMON := $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(CONFIG),--config configs/$(CONFIG).json) $(ARGS)
 # The two scripts that draw random numbers (huffman_encode.py draws none).
 SEEDED := $(if $(SEED),--seed $(SEED))
+
+# gpu-check: a PYTHON given on the command line or in the environment, else the .venv's.
+GPU_CHECK_PYTHON := $(if $(filter command environment,$(firstword $(origin PYTHON))),$(PYTHON),$(if $(wildcard $(PY)),$(PY),$(PYTHON)))
 
 .PHONY: run test bench gpu-check clean
 
@@ -39,7 +42,7 @@ bench: $(VENV)/installed
 	$(PY) bench/train.py $(COMMON)
 
 gpu-check:
-	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) bench/gpu_check.py $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(ARGS)
+	$(GPU_CHECK_PYTHON) bench/gpu_check.py $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(ARGS)
 
 clean:
 	rm -rf saves encodings log.txt log.*.json

@@ -19,9 +19,8 @@ def export_compact(model: nn.Module, path: str) -> nn.Module:
     network."""
     compact = compact_copy(model).model
     for _, layer in compact.prunable_layers():
-        for name in ('weight_mask', 'bias_mask'):
-            if hasattr(layer, name):
-                delattr(layer, name)
+        if hasattr(layer, 'weight_mask'):  # its zeros are in the weights: nothing to keep
+            del layer.weight_mask
     saved = {'format': FORMAT, 'arch': model.arch, 'dataset': model.dataset,
              'shapes': {name: list(layer.weight.shape) for name, layer in compact.prunable_layers()},
              'state_dict': {name: tensor.detach().cpu() for name, tensor in compact.state_dict().items()}}

@@ -199,7 +199,7 @@ def _cifar_binary(folder, found, train, subset, dataset):
     data = np.empty((sum(spec['files'][name] for name in names), record), np.uint8)
     if train and len(names) < len(spec['files']) - 1:
         print(f'note: {folder} holds {len(names)} of {spec["name"]}\'s {len(spec["files"]) - 1} '
-              f'training files: training on {len(data):,} images')
+              f'training files: {len(data):,} training images')
     start = 0
     for name in names:  # read straight into one buffer: no per-image work, no extra copy
         path = os.path.join(folder, name)
@@ -228,7 +228,8 @@ def _check_cifar_binary(folder, spec, record, dataset):
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
             raise DataError(f'{path} is missing: a {spec["name"]} binary folder holds {listing} '
-                            f'(re-extract the official {spec["name"]} binary archive)')
+                            f'(the test file and the first training files are enough; re-extract '
+                            f'the official {spec["name"]} binary archive)')
         size, images = os.path.getsize(path), spec['files'][name]
         if size != images * record:
             raise DataError(f'{path} is {size:,} bytes, not {images * record:,} ({images:,} records '

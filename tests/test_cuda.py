@@ -1,6 +1,8 @@
-"""The GPU box: the pipeline on CUDA. Each test runs on every device here (the CPU always;
+"""The GPU box: the pipeline on CUDA. Most tests run on every device here (the CPU always;
 CUDA, marked `cuda`, where there is one: `pytest -m cuda` runs those alone), so CI checks
-the tests themselves and a GPU machine checks CUDA."""
+the tests themselves and a GPU machine checks CUDA; the scripts run on CUDA only (the CPU's
+run is tests/test_scripts.py's), and the GPU check on the CPU only (a GPU machine runs it
+itself)."""
 import copy
 import json
 import os
@@ -132,6 +134,26 @@ def test_pruned_weights_stay_exactly_zero_through_training_on(tiny, synthetic_da
         assert not torch.equal(layer.weight[~zeros[name]], before[name][~zeros[name]]), name
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(NO_CUDA, reason='needs CUDA')
+def test_the_training_step_never_waits_for_the_gpu(tiny, synthetic_data, monkeypatch):
+    tiny.prune_by_percentile(60)
+    tiny.to('cuda')
+    data = on_device(synthetic_data, 'cuda')
+    phase = Phase('t', 2, list(tiny.parameters()), tiny.mask_gradients, tiny.apply_masks)
+    fit(tiny, data, retraining(), phase, torch.Generator().manual_seed(0), [])  # warm-up
+    # The reads at the log interval and the test pass are fit's only waits: stubbed out, so
+    # that any other one in the step raises.
+    monkeypatch.setattr(training.RunningSums, 'read', lambda self: (0.0, 0.0))
+    monkeypatch.setattr(training.datasets, 'evaluate', lambda *args: (0.0, 0.0))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        fit(tiny, data, retraining(), phase, torch.Generator().manual_seed(0), [])
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+
+
 @pytest.mark.parametrize('device', DEVICES)
 def test_weight_sharing_and_trained_quantization_on(tiny, synthetic_data, device):
     tiny.prune_by_percentile(50)
@@ -207,7 +229,7 @@ def test_compact_training_on_device_gives_the_full_models_function(synthetic_dat
 
 @NEEDS_DATA
 def test_the_gpu_check_runs_and_reports_every_part(tmp_path):
-    # Here on the CPU alone (no CUDA: the check says so), a small recipe for the real one.
+    # On the CPU alone (CUDA hidden: the check says so), a small recipe for the real one.
     (tmp_path / 'recipe.json').write_text(json.dumps({
         'pruning': {'epochs': 1, 're_epochs': 1, 'subset': 300},
         'weight_share': {'quantize_epochs': 1, 'subset': 300},
@@ -215,8 +237,9 @@ def test_the_gpu_check_runs_and_reports_every_part(tmp_path):
     result = subprocess.run([sys.executable, os.path.join(ROOT, 'bench', 'gpu_check.py'), '--data-dir',
                              DATA_DIR, '--recipe', 'recipe.json', '--out', 'check', '--skip', 'tests'],
                             cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                            env=os.environ | {'PYTHONPATH': ROOT})
+                            env=os.environ | {'PYTHONPATH': ROOT, 'CUDA_VISIBLE_DEVICES': ''})
     assert result.returncode == 0, result.stderr
+    assert 'no CUDA device: CPU figures only' in result.stdout
     report = json.loads((tmp_path / 'check' / 'gpu_check.json').read_text())
     assert report['device']['torch'] == torch.__version__
     rows = report['throughput']
@@ -224,5 +247,5 @@ def test_the_gpu_check_runs_and_reports_every_part(tmp_path):
                                   for precision in ('fp32', 'bf16'))
     recipe = report['recipe']
     assert set(recipe['seconds']) == {'pruning.py', 'weight_share.py', 'huffman_encode.py'}
-    assert recipe['accuracy_after_decoding'] == recipe['dcz_accuracy'] and recipe['ratio'] > 1
+    assert recipe['accuracy_after_decoding'] == recipe['dcz']['accuracy'] and recipe['ratio'] > 1
     assert 'ended by the last round of the schedule' in result.stdout

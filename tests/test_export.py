@@ -54,7 +54,7 @@ def test_export_needs_unpack(tmp_path):
 def test_unpack_export_writes_and_tests_the_compact_network(pruned_alexnet, tmp_path):
     save_compressed(pruned_alexnet, tmp_path / 'model.dcz')
     result = run('huffman_encode.py', '--unpack', 'model.dcz', '--export', 'out/compact.pt', '--data-dir',
-                 DATA_DIR, '--subset', '500', cwd=tmp_path)
+                 DATA_DIR, '--subset', '500', '--no-cuda', cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     record = json.loads((tmp_path / 'log.huffman_encode.json').read_text())
     assert record['export']['accuracy'] == record['accuracy']  # the same function on the same images

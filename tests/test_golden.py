@@ -48,7 +48,7 @@ KERNEL_FEATURES = ('avx2', 'avx512f', 'avx512_bf16', 'avx512_fp16', 'avx512_vnni
 
 
 def cpu_info():
-    """(vendor, the KERNEL_FEATURES it has) from /proc/cpuinfo; (platform, ()) elsewhere."""
+    """(vendor, [the KERNEL_FEATURES it has]) from /proc/cpuinfo; (platform, []) elsewhere."""
     try:
         with open('/proc/cpuinfo') as file:
             first = file.read().split('\n\n')[0]  # the first core's block
