@@ -13,7 +13,6 @@ non-zero with a filler zero per overflow, over the whole layer.
 import argparse
 import contextlib
 import io
-import json
 import os
 import statistics
 import tempfile
@@ -22,6 +21,7 @@ import time
 import numpy as np
 from common import final_or_synthetic_model
 
+import util
 from net.container import _gap_codes, _live_units, load_compressed, save_compressed, strip_dead_units
 from net.huffmancoding import huffman_decode_model, huffman_encode_model
 from net.models import build_model
@@ -120,12 +120,11 @@ def main():
     print(f'load:   container {load_s * 1000:.1f} ms, homework format {hw_decode_s * 1000:.1f} ms '
           f'(median of {REPEATS})')
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump({'model': args.model, 'bytes': report['bytes'], 'ratio': report['ratio'],
-                       'homework_bytes': homework_bytes, 'encode_seconds': encode_s,
-                       'load_seconds': load_s, 'homework_encode_seconds': hw_encode_s,
-                       'homework_decode_seconds': hw_decode_s, 'bits_per_live_bias': bias_bits,
-                       'bits_per_codebook_value': codebook_bits, 'layers': rows}, f, indent=2)
+        util.write_json(args.json, {
+            'model': args.model, 'bytes': report['bytes'], 'ratio': report['ratio'],
+            'homework_bytes': homework_bytes, 'encode_seconds': encode_s, 'load_seconds': load_s,
+            'homework_encode_seconds': hw_encode_s, 'homework_decode_seconds': hw_decode_s,
+            'bits_per_live_bias': bias_bits, 'bits_per_codebook_value': codebook_bits, 'layers': rows})
 
 
 if __name__ == '__main__':

@@ -5,7 +5,6 @@ side by side: parameters, latency at batch 1 and batch 1,000, and test accuracy.
     python bench/export.py --data-dir ../shared/data/cifar-10-batches-bin [--dcz models/alexnet-cifar10.dcz]
 """
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -14,6 +13,7 @@ import time
 import common  # noqa: F401  (puts the project on sys.path)
 import torch
 
+import util
 from net.checkpoint import load_model
 from net.compact import parameter_count
 from net.container import load_compressed
@@ -67,8 +67,7 @@ def main():
         print(f"{name:50} {row['parameters']:>12,} {row['batch_1_ms']:>11.3f} {row['batch_1000_ms']:>14.1f} "
               f"{accuracy:>8.2f}%")
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(figures, f, indent=2)
+        util.write_json(args.json, figures)
 
 
 if __name__ == '__main__':

@@ -22,6 +22,7 @@ import time
 import common  # noqa: F401  (puts the project on sys.path)
 import torch
 
+import util
 from net.compact import compact_copy, parameter_count
 from net.models import AlexNet
 from recipe import datasets, training
@@ -195,8 +196,7 @@ def main():
                      if (dcz := recipe['dcz']) else ''))
     report['wall_seconds'] = time.time() - started
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, 'gpu_check.json'), 'w') as file:
-        json.dump(report, file, indent=2)
+    util.write_json(os.path.join(args.out, 'gpu_check.json'), report)
     print(f'check done in {report["wall_seconds"] / 60:.1f} min; wrote {args.out}/gpu_check.json')
     failed = 'FAILED' in report.get('cuda_tests', '') or 'failed' in report.get('recipe', {})
     sys.exit(1 if failed else 0)

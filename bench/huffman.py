@@ -5,13 +5,13 @@ bit-string implementation in the style of the slides' starter code, same streams
 """
 import argparse
 import heapq
-import json
 import time
 from collections import Counter, defaultdict
 
 import numpy as np
 from common import final_or_synthetic_model
 
+import util
 from net.huffmancoding import decode_stream, encode_stream, model_streams
 
 
@@ -136,8 +136,7 @@ def main():
               f"{s['encode']:12.1f}x {s['decode']:7.1f}x {s['both']:7.1f}x")
     print('(speed-up: how many times longer that codec takes than this project)')
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(figures, f, indent=2)
+        util.write_json(args.json, figures)
 
 
 if __name__ == '__main__':

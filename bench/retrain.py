@@ -8,7 +8,6 @@ Without --model (or if the file is missing): a random AlexNet pruned to the shar
 weights the recipe keeps after its first few rounds, with dead units removed.
 """
 import argparse
-import json
 import os
 import time
 
@@ -94,8 +93,7 @@ def main():
         figures[name] = {'images_per_s': rate, 'speedup': rate / baseline}
         print(f'{name:30} {rate:8.0f} img/s  {rate / baseline:5.2f}x')
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(figures, f, indent=2)
+        util.write_json(args.json, figures)
 
 
 if __name__ == '__main__':

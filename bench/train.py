@@ -6,7 +6,6 @@ load all 60,000 images against only reading the files' bytes.
     python bench/train.py --data-dir ../shared/data/cifar-10-batches-bin [--batches 40]
 """
 import argparse
-import json
 import os
 import time
 
@@ -87,9 +86,11 @@ def load_seconds(load):
 
 def load_figures(data_dir):
     """Seconds to load all of CIFAR-10's binary version (both splits) as tensors, and to only
-    read its bytes; None unless data_dir holds it."""
+    read its bytes; None unless data_dir holds all of it."""
     found = datasets._cifar_binary_folder(data_dir) if data_dir else None
-    if found is None or found[1] != 'cifar10':
+    files = datasets.CIFAR_BINARY['cifar10']['files']
+    if found is None or found[1] != 'cifar10' or not all(
+            os.path.isfile(os.path.join(found[0], name)) for name in files):
         return None
     ours = load_seconds(lambda: (datasets.load_split(True, data_dir), datasets.load_split(False, data_dir)))
     floor = load_seconds(lambda: read_bytes(found[0]))
@@ -128,8 +129,7 @@ def main():
         print(f'{label:14} this project {ours:9.0f} img/s | DataLoader {baseline:9.0f} img/s | '
               f'{ours / baseline:.1f}x')
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(figures, f, indent=2)
+        util.write_json(args.json, figures)
 
 
 if __name__ == '__main__':
