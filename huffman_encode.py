@@ -189,18 +189,19 @@ def export(model, args):
 
 
 def format_pack_table(report):
-    """Per-layer bytes of a .dcz file: the parts of each layer section."""
+    """Per-layer bytes of a .dcz file: the parts of each layer section, with the order-0
+    entropy of each coded stream in brackets."""
     lines = [f"{'layer':8}{'non-zeros':>10}{'values':>7}{'live units':>11}{'codebook bits':>14}"
-             f"{'value bits':>11}{'position bits':>14}{'bias bits':>10}{'section B':>10}"]
+             f"{'value bits (H0)':>18}{'position bits (H0)':>21}{'bias bits':>10}{'section B':>10}"]
     for r in report['layers']:
-        bias = r['bias_float_bits'] + r.get('bias_code_bits', 0)
+        values = f"{r['value_bits']} ({r['value_entropy_bits']:.0f})"
+        positions = f"{r['position_bits']} ({r['position_entropy_bits']:.0f})"
         lines.append(f"{r['layer']:8}{r['nonzeros']:>10}{r['values']:>7}{r['live_units']:>11}"
-                     f"{r['codebook_bits']:>14}{r['value_bits']:>11}{r['position_bits']:>14}"
-                     f"{bias:>10}{r['bytes']:>10}")
+                     f"{r['codebook_bits']:>14}{values:>18}{positions:>21}{r['bias_bits']:>10}"
+                     f"{r['bytes']:>10}")
     lines.append(f"header {report['header_bytes']} B; total {report['bytes']} B "
                  f"({report['dense_bytes']} dense float32 B, {report['ratio']:.2f}x)")
     return '\n'.join(lines)
-
 
 if __name__ == '__main__':
     main()

@@ -10,7 +10,8 @@ import torch
 
 import util
 from net.checkpoint import CheckpointError, load_model, save_model
-from net.quantization import SharedWeights, apply_weight_sharing, validate_bits
+from net.quantization import (SharedWeights, apply_bias_sharing, apply_grid, apply_weight_sharing,
+                              validate_bits)
 from recipe import datasets, settings
 from recipe.training import Phase, fit
 
@@ -30,14 +31,27 @@ def main(argv=None):
 
 
 def trained_quantization(model, args, device, history):
-    """Fine-tune the shared values and biases; zeros and cluster assignments stay fixed."""
+    """Fine-tune the shared values and biases; zeros and cluster assignments stay fixed
+    (and shared values on their grid, with --grid-bits)."""
     data = datasets.model_data(model, args.data_dir, args.subset, device)
-    shared = SharedWeights(model)
-    biases = [m.bias for _, m in model.prunable_layers() if m.bias is not None]
-    phase = Phase('quantize', args.quantize_epochs, shared.parameters() + biases,
+    shared_biases = args.bias_bits is not None
+    shared = SharedWeights(model, biases=shared_biases, grid_bits=args.grid_bits)
+    raw_biases = [] if shared_biases else [m.bias for _, m in model.prunable_layers()
+                                           if m.bias is not None]
+    phase = Phase('quantize', args.quantize_epochs, shared.parameters() + raw_biases,
                   shared.accumulate_gradients, shared.write_back)
     fit(model, data, settings.quantization(args), phase, torch.Generator().manual_seed(args.seed),
         history)
+
+
+def share(model, args, bits):
+    """The weight sharing of the run: k-means of the weights, then (if asked) of the
+    biases, then (if asked) the fixed-point grid."""
+    apply_weight_sharing(model, bits, args.init)
+    if args.bias_bits is not None:
+        apply_bias_sharing(model, args.bias_bits, args.init)
+    if args.grid_bits is not None:
+        apply_grid(model, args.grid_bits, biases=args.bias_bits is not None)
 
 
 def run(args, bits):
@@ -52,7 +66,7 @@ def run(args, bits):
     before = util.test_with(model, args)
     util.log(f'accuracy_before_weight_sharing {before}', args.log)
 
-    apply_weight_sharing(model, bits, args.init)
+    share(model, args, bits)
     print('--- Accuracy after weight sharing ---')
     after = util.test_with(model, args)
     results = {'config': config, 'accuracy_before': before, 'accuracy_after_sharing': after}

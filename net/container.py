@@ -67,14 +67,17 @@ MAGIC = b'DCZ'
 # Far above the largest model (VGG-16, 134 MB as dense float32): bigger files are refused
 # before they are read.
 MAX_FILE_BYTES = 1 << 30
-VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
+VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 HEADER, LAYER = b'H', b'L'
-FLOAT16, SHARED_BIASES = 1, 2  # header flag bits
+FLOAT16, SHARED_BIASES = 1, 2  # header flag bits (SHARED_BIASES: versions 1 to 4)
 LENGTH_BITS = 4
 MAX_CODE_LENGTH = (1 << LENGTH_BITS) - 1
 MAX_ALPHABET = 1 << MAX_CODE_LENGTH  # a balanced code of this many symbols still fits
 FLOAT_FIELDS = {2: (5, 10), 4: (8, 23)}  # bytes per float -> exponent, mantissa bits
+# A fixed-point step is 2**e, e from float32's smallest (its least subnormal) to its largest
+# lowest bit, stored as e - MIN_EXPONENT in EXPONENT_FIELD bits.
+MIN_EXPONENT, MAX_EXPONENT, EXPONENT_FIELD = -149, 127, 9
 
 
 class ContainerError(ValueError):
@@ -137,7 +140,7 @@ def encode_model(model: torch.nn.Module, float16: bool = False,
         if not (np.isfinite(weight).all() and np.isfinite(bias).all()):
             raise ContainerError(f'layer {name} holds NaN or infinite values; cannot store it')
     live = _live_units(weights)
-    flags = (FLOAT16 if float16 else 0) | (SHARED_BIASES if bias_bits is not None else 0)
+    flags = FLOAT16 if float16 else 0
     value_dtype = np.dtype('<f2' if float16 else '<f4')
     header = _header_payload(arch, model.dataset, flags, layers)
     sections, rows = [(HEADER, header)], []
@@ -325,7 +328,8 @@ def _parse_header(payload, version):
             d, pos = read_varint(payload, pos, 'header')
             dims.append(d)
         shapes.append((name, tuple(dims)))
-    if pos != len(payload) or flags & ~(FLOAT16 | SHARED_BIASES):
+    known = FLOAT16 | (SHARED_BIASES if version < 5 else 0)
+    if pos != len(payload) or flags & ~known:
         raise Corrupt('header')
     return arch, dataset, flags, shapes
 
@@ -344,61 +348,167 @@ def _read_text(payload, pos):
 
 # ---------------------------------------------------------------- layers
 def _encode_layer(weight, bias, alive, value_dtype, bias_bits):
-    """(payload, size report) of one layer; weight and bias are the cleaned numpy arrays."""
-    rows = weight.reshape(len(alive), -1)[alive].reshape(-1)
-    positions = np.flatnonzero(rows)
-    codebook, value_index = _codebook(rows[positions], value_dtype)
+    """(payload, size report) of one layer (format 5); weight and bias are the cleaned
+    numpy arrays."""
+    matrix = weight.reshape(len(alive), -1)[alive]
+    by_column = _position_bits(matrix.T) < _position_bits(matrix)
+    flat = (matrix.T if by_column else matrix).reshape(-1)
+    positions = np.flatnonzero(flat)
+    codebook, value_index = _codebook(flat[positions], value_dtype)
     buckets, extra = _gap_codes(positions)
     n_buckets = int(buckets.max()) + 1 if len(buckets) else 0
-    head = varint(len(positions)) + varint(len(codebook)) + varint(n_buckets)
-    bits = BitWriter()
-    values = bits.table(np.bincount(value_index, minlength=len(codebook)))
-    positions_table = bits.table(np.bincount(buckets, minlength=n_buckets), sparse=True)
-    bias_floats = bias[alive]
+    live_biases = bias[alive]
     if bias_bits is not None:
-        bias_floats, bias_index = _codebook(share_weights(bias_floats, bias_bits), value_dtype,
-                                            nonzero=False)
-        head += varint(len(bias_floats))
-        bias_table = bits.table(np.bincount(bias_index, minlength=len(bias_floats)))
-    sizes = {'table_bits': bits.size}
+        live_biases = share_weights(live_biases, bias_bits)
+    bias_part, bias_values, bias_report = _bias_block(_stored(live_biases, value_dtype), value_dtype)
+    head = varint(len(positions)) + varint(len(codebook)) + varint(n_buckets) + varint(bias_values)
+    bits = BitWriter()
+    bits.raw([int(by_column)], [1])
+    sizes = {}
 
     def measure(key, write):
         before = bits.size
         write()
         sizes[key] = bits.size - before
 
-    measure('value_bits', lambda: bits.codes(values, value_index))
-    measure('position_bits', lambda: (bits.codes(positions_table, buckets), bits.raw(extra, buckets)))
-    if bias_bits is not None:
-        measure('bias_code_bits', lambda: bits.codes(bias_table, bias_index))
-    measure('codebook_bits', lambda: bits.floats(codebook, value_dtype))
-    measure('bias_float_bits', lambda: bits.floats(bias_floats, value_dtype))
+    measure('position_bits', lambda: bits.codes(bits.table(np.bincount(buckets, minlength=n_buckets),
+                                                           sparse=True), buckets)
+            or bits.raw(extra, buckets))
+    measure('value_bits', lambda: bits.codes(bits.table(np.bincount(value_index,
+                                                                    minlength=len(codebook))),
+                                             value_index))
+    measure('codebook_bits', lambda: bits.numbers(codebook, value_dtype, ascending=True))
+    bits.extend(bias_part)
     report = {'nonzeros': len(positions), 'values': len(codebook), 'live_units': int(alive.sum()),
-              **sizes}
+              'by_column': bool(by_column), **sizes, **bias_report,
+              'position_entropy_bits': entropy_bits(np.diff(positions, prepend=-1)),
+              'value_entropy_bits': entropy_bits(value_index)}
     return head + bits.bytes(), report
+
+
+def _position_bits(matrix):
+    """Bits of the position code of matrix's non-zeros, scanned row by row."""
+    buckets, _ = _gap_codes(np.flatnonzero(matrix.reshape(-1)))
+    writer = BitWriter()
+    writer.codes(writer.table(np.bincount(buckets), sparse=True), buckets)
+    return writer.size + int(buckets.sum())
+
+
+def _bias_block(biases, value_dtype):
+    """(bits, shared values or 0, size report) of a layer's live biases: each bias as a
+    number, or (when it is smaller) their distinct values and a Huffman code of each
+    bias's value. A -0.0 bias keeps the plain form, which keeps its sign."""
+    plain = BitWriter()
+    plain.numbers(biases, value_dtype)
+    best = (plain, 0, {'bias_bits': plain.size})
+    if not np.signbit(biases[biases == 0]).any():
+        values, index = np.unique(biases, return_inverse=True)
+        if 0 < len(values) <= MAX_ALPHABET:
+            shared = BitWriter()
+            shared.codes(shared.table(np.bincount(index, minlength=len(values))), index)
+            code_bits = shared.size
+            shared.numbers(values, value_dtype, ascending=True)
+            if shared.size < plain.size:
+                best = (shared, len(values), {'bias_bits': shared.size, 'bias_code_bits': code_bits,
+                                              'bias_entropy_bits': entropy_bits(index)})
+    return best
+
+
+def entropy_bits(symbols: np.ndarray) -> float:
+    """The order-0 entropy of a sequence, in bits for all of it: the least any code of
+    one symbol at a time, with a table of its own, could take (the table not counted)."""
+    counts = np.unique(np.asarray(symbols), return_counts=True)[1]
+    if len(counts) <= 1:
+        return 0.0
+    p = counts / counts.sum()
+    return float(-(counts * np.log2(p)).sum())
 
 
 def _decode_layer(payload, shape, alive, value_dtype, shared_biases, version):
     """(weight, bias) numpy arrays of one layer payload; Corrupt if it is inconsistent."""
-    units, per_unit = shape[0], int(np.prod(shape[1:]))
+    if version < 5:
+        return _decode_layer_v4(payload, shape, alive, value_dtype, shared_biases, version)
+    capacity = int(alive.sum()) * int(np.prod(shape[1:]))
+    (nonzeros, k, n_buckets, bias_count), pos = _layer_head(payload, alive, shape, True)
+    bits = BitReader(payload[pos:])
+    by_column = bool(bits.raw([1])[0])
+    buckets = bits.codes(bits.table(n_buckets, sparse=True), nonzeros)
+    positions = _positions(bits, buckets, capacity)
+    value_index = bits.codes(bits.table(k), nonzeros)
+    codebook = bits.numbers(k, value_dtype, ascending=True)
+    if bias_count:
+        bias_index = bits.codes(bits.table(bias_count), int(alive.sum()))
+        live_bias = bits.numbers(bias_count, value_dtype, ascending=True)[bias_index]
+    else:
+        live_bias = bits.numbers(int(alive.sum()), value_dtype)
+    bits.finish()
+    return _assemble(shape, alive, positions, codebook, value_index, live_bias, by_column)
+
+
+def _layer_head(payload, alive, shape, with_bias_count):
+    """((non-zeros, distinct values, position buckets, shared bias values), where the bit
+    stream starts) of a layer payload; the last is read only if with_bias_count, else 0."""
     live_count = int(alive.sum())
-    capacity = live_count * per_unit
+    capacity = live_count * int(np.prod(shape[1:]))
     nonzeros, pos = read_varint(payload, 0, 'layer')
     k, pos = read_varint(payload, pos, 'layer')
     if nonzeros > capacity or k > min(nonzeros, MAX_ALPHABET):
         raise Corrupt(f'{nonzeros} non-zeros, {k} values in a layer of {capacity} live weights')
-    raw_floats = version < 3  # versions 1 and 2 stored the floats as plain bytes
-    if raw_floats:
-        codebook, pos = _read_floats(payload, pos, k, value_dtype)
     n_buckets, pos = read_varint(payload, pos, 'layer')
     # no gap exceeds the capacity, so no bucket exceeds its bit length
     if n_buckets > capacity.bit_length() or (n_buckets == 0) != (nonzeros == 0):
         raise Corrupt(f'{n_buckets} position buckets')
-    bias_count = live_count
-    if shared_biases:
-        bias_count, pos = read_varint(payload, pos, 'layer')
-        if bias_count > min(live_count, MAX_ALPHABET) or (bias_count == 0) != (live_count == 0):
-            raise Corrupt(f'{bias_count} shared bias values')
+    shared = 0
+    if with_bias_count:
+        shared, pos = read_varint(payload, pos, 'layer')
+        if shared > min(live_count, MAX_ALPHABET):
+            raise Corrupt(f'{shared} shared bias values')
+    return (nonzeros, k, n_buckets, shared), pos
+
+
+def _positions(bits, buckets, capacity):
+    """The positions of the non-zeros, from their gaps' buckets and the extra bits that
+    follow in bits; Corrupt if one is past the layer's end."""
+    positions = np.cumsum(bits.gamma(buckets)) - 1
+    if len(positions) and positions[-1] >= capacity:
+        raise Corrupt('a position past the end of the layer')
+    return positions
+
+
+def _assemble(shape, alive, positions, codebook, value_index, live_bias, by_column=False):
+    """The (weight, bias) arrays a layer's decoded parts describe; Corrupt if a value is
+    zero or not finite."""
+    if (codebook == 0).any() or not np.isfinite(codebook).all():
+        raise Corrupt('zero or non-finite value in the codebook')
+    if not np.isfinite(live_bias).all():
+        raise Corrupt('a non-finite bias')
+    units, per_unit = shape[0], int(np.prod(shape[1:]))
+    live_count = int(alive.sum())
+    matrix = np.zeros(live_count * per_unit, dtype=np.float32)
+    matrix[positions] = codebook[value_index]
+    matrix = matrix.reshape(per_unit, live_count).T if by_column else matrix.reshape(live_count, per_unit)
+    weight = np.zeros((units, per_unit), dtype=np.float32)
+    weight[alive] = matrix
+    bias = np.zeros(units, dtype=np.float32)
+    bias[alive] = live_bias
+    return weight.reshape(shape), bias
+
+
+def _decode_layer_v4(payload, shape, alive, value_dtype, shared_biases, version):
+    """_decode_layer of format versions 1 to 4."""
+    live_count = int(alive.sum())
+    capacity = live_count * int(np.prod(shape[1:]))
+    raw_floats = version < 3  # versions 1 and 2 stored the floats as plain bytes
+    if raw_floats:  # the codebook came right after k: read it, then read on as version 3
+        _, pos = read_varint(payload, 0, 'layer')
+        k, pos = read_varint(payload, pos, 'layer')
+        codebook, end = _read_floats(payload, pos, k, value_dtype)
+        payload = payload[:pos] + payload[end:]
+    (nonzeros, k, n_buckets, bias_count), pos = _layer_head(payload, alive, shape, shared_biases)
+    if not shared_biases:
+        bias_count = live_count
+    elif (bias_count == 0) != (live_count == 0):
+        raise Corrupt(f'{bias_count} shared bias values')
     if raw_floats:
         bias_floats, pos = _read_floats(payload, pos, bias_count, value_dtype)
     bits = BitReader(payload[pos:])
@@ -406,28 +516,14 @@ def _decode_layer(payload, shape, alive, value_dtype, shared_biases, version):
     positions_table = bits.table(n_buckets, sparse=True)
     bias_table = bits.table(bias_count) if shared_biases else None
     value_index = bits.codes(values, nonzeros)
-    buckets = bits.codes(positions_table, nonzeros)
-    gaps = bits.raw(buckets) + (np.uint64(1) << buckets.astype(np.uint64))
-    positions = np.cumsum(gaps.astype(np.int64)) - 1
-    if nonzeros and positions[-1] >= capacity:
-        raise Corrupt('a position past the end of the layer')
+    positions = _positions(bits, bits.codes(positions_table, nonzeros), capacity)
     bias_index = bits.codes(bias_table, live_count) if shared_biases else None
     if not raw_floats:
         codebook = bits.floats(k, value_dtype)
         bias_floats = bits.floats(bias_count, value_dtype)
     bits.finish()
-    if (codebook == 0).any() or not np.isfinite(codebook).all():
-        raise Corrupt('zero or non-finite value in the codebook')
     live_bias = bias_floats if bias_index is None else bias_floats[bias_index]
-    if not np.isfinite(live_bias).all():
-        raise Corrupt('a non-finite bias')
-    weight = np.zeros((units, per_unit), dtype=np.float32)
-    live_rows = np.zeros(capacity, dtype=np.float32)
-    live_rows[positions] = codebook[value_index]
-    weight[alive] = live_rows.reshape(-1, per_unit)
-    bias = np.zeros(units, dtype=np.float32)
-    bias[alive] = live_bias
-    return weight.reshape(shape), bias
+    return _assemble(shape, alive, positions, codebook, value_index, live_bias)
 
 
 def _codebook(values, value_dtype, nonzero=True):
@@ -462,14 +558,38 @@ def _read_floats(payload, pos, count, value_dtype):
 
 
 def _gap_codes(positions):
-    """Elias-gamma parts of each gap (distance to the previous position, the first from
-    -1): its bucket, the bit length minus one, and the bits below the leading one."""
-    gaps = np.diff(positions, prepend=-1).astype(np.uint64)  # each >= 1
-    buckets = np.zeros(len(gaps), dtype=np.int64)
+    """Elias-gamma parts (_gamma_parts) of each gap: the distance to the previous
+    position, the first from -1."""
+    return _gamma_parts(np.diff(positions, prepend=-1))
+
+
+def _gamma_parts(values):
+    """Elias-gamma parts of each positive integer: its bucket, the bit length minus one,
+    and the bits below the leading one."""
+    values = np.asarray(values).astype(np.uint64)
+    buckets = np.zeros(len(values), dtype=np.int64)
     for shift in (32, 16, 8, 4, 2, 1):  # exact integer bit length, no float rounding
-        step = (gaps >> (buckets + shift).astype(np.uint64)) > 0
+        step = (values >> (buckets + shift).astype(np.uint64)) > 0
         buckets += shift * step
-    return buckets, gaps - (np.uint64(1) << buckets.astype(np.uint64))
+    return buckets, values - (np.uint64(1) << buckets.astype(np.uint64))
+
+
+def _fixed_point(values):
+    """(e, integers) with values == integers * 2**e exactly, e as large as it can be, the
+    integers below 2**30 in size; None for values that have none (or a -0.0)."""
+    if np.signbit(values[values == 0]).any():
+        return None
+    nonzero = values[values != 0].astype(np.float64)
+    exponent = 0
+    if len(nonzero):
+        fraction, exponents = np.frexp(nonzero)  # |fraction| in [0.5, 1): 53 bits exact
+        mantissa = np.abs(fraction * 2.0 ** 53).astype(np.int64)
+        lowest_bit = np.frexp((mantissa & -mantissa).astype(np.float64))[1] - 1
+        exponent = int((exponents - 53 + lowest_bit).min())
+    integers = np.ldexp(values.astype(np.float64), -exponent)
+    if len(integers) and np.abs(integers).max() >= 2 ** 30:
+        return None
+    return exponent, integers.astype(np.int64)
 
 
 # ---------------------------------------------------------------- bit streams
@@ -534,6 +654,48 @@ class BitWriter:
         sign = words >> np.uint64(exponent_bits + mantissa_bits)
         mantissa = words & np.uint64((1 << mantissa_bits) - 1)
         self.raw((sign << np.uint64(mantissa_bits)) | mantissa, np.full(len(words), 1 + mantissa_bits))
+
+    def numbers(self, values: np.ndarray, dtype: np.dtype, ascending: bool = False) -> None:
+        """values stored as dtype, every bit kept (format 5): a bit, then floats() (0) or,
+        when that is smaller (1), fixed point: the exponent e of a step 2**e that every
+        value is a multiple of (9 bits, e + 149), then the multiples as gammas() of
+        magnitude + 1 and a sign bit per non-zero one. `ascending` (strictly, as in a
+        codebook): the first multiple so, then each one's distance from the one before."""
+        if not len(values):
+            return
+        stored = _stored(values, dtype).astype(np.float32)
+        plain = BitWriter()
+        plain.raw([0], [1])
+        plain.floats(stored, dtype)
+        fixed = _fixed_point(stored)
+        if fixed is not None:
+            exponent, integers = fixed
+            writer = BitWriter()
+            writer.raw([1, exponent - MIN_EXPONENT], [1, EXPONENT_FIELD])
+            signed = integers[:1] if ascending else integers
+            steps = np.abs(signed) + 1
+            if ascending:
+                steps = np.concatenate([steps, np.diff(integers)])
+            writer.gammas(steps)
+            writer.raw(signed[signed != 0] < 0, np.ones(int(np.count_nonzero(signed))))
+            if writer.size < plain.size:
+                plain = writer
+        self.extend(plain)
+
+    def gammas(self, values: np.ndarray) -> None:
+        """Positive integers (below 2**31) as Elias-gamma codes with learned buckets: the
+        largest bucket (5 bits), the buckets' Huffman code (sparse), their codes, then
+        each value's bits below its leading one."""
+        buckets, extra = _gamma_parts(values)
+        top = int(buckets.max()) if len(buckets) else 0
+        self.raw([top], [5])
+        self.codes(self.table(np.bincount(buckets, minlength=top + 1), sparse=True), buckets)
+        self.raw(extra, buckets)
+
+    def extend(self, other: 'BitWriter') -> None:
+        """Append everything another writer holds."""
+        self.parts += other.parts
+        self.size += other.size
 
     def bytes(self) -> bytes:
         """Everything written so far, packed into zero-padded bytes."""
@@ -604,6 +766,33 @@ class BitReader:
         words = (((rest >> np.uint64(mantissa_bits)) << np.uint64(exponent_bits + mantissa_bits))
                  | (exponents << np.uint64(mantissa_bits)) | (rest & np.uint64((1 << mantissa_bits) - 1)))
         return words.astype(f'<u{dtype.itemsize}').view(dtype).astype(np.float32)
+
+    def numbers(self, n: int, dtype: np.dtype, ascending: bool = False) -> np.ndarray:
+        """n values that BitWriter.numbers wrote, as float32."""
+        if not n:
+            return np.zeros(0, dtype=np.float32)
+        if not self.raw([1])[0]:
+            return self.floats(n, dtype)
+        exponent = int(self.raw([EXPONENT_FIELD])[0]) + MIN_EXPONENT
+        if exponent > MAX_EXPONENT:
+            raise Corrupt(f'a fixed-point step of 2**{exponent}')
+        steps = self.gammas(n)
+        signed = steps[:1] - 1 if ascending else steps - 1
+        negative = self.raw(np.ones(int(np.count_nonzero(signed)))).astype(bool)
+        signed[np.flatnonzero(signed)[negative]] *= -1
+        integers = np.concatenate([signed, signed[0] + np.cumsum(steps[1:])]) if ascending else signed
+        with np.errstate(over='ignore'):  # a crafted file's; the callers refuse infinities
+            return np.ldexp(integers.astype(np.float64), exponent).astype(np.float32)
+
+    def gammas(self, n: int) -> np.ndarray:
+        """n integers that BitWriter.gammas wrote."""
+        top = int(self.raw([5])[0])
+        return self.gamma(self.codes(self.table(top + 1, sparse=True), n))
+
+    def gamma(self, buckets: np.ndarray) -> np.ndarray:
+        """The integers of these Elias-gamma buckets, their bits below the leading one
+        read next."""
+        return (self.raw(buckets) + (np.uint64(1) << buckets.astype(np.uint64))).astype(np.int64)
 
     def finish(self) -> None:
         """Refuse (Corrupt) anything after the bit stream but its zero padding."""

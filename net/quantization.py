@@ -1,10 +1,17 @@
-"""Weight sharing: per layer, k-means over the non-zero weights; zeros stay zero."""
+"""Weight sharing: per layer, k-means over the non-zero weights; zeros stay zero.
+
+Beside the homework's weight sharing, two optional steps make a model cheaper to store
+in a .dcz file: bias sharing (k-means over each layer's live biases) and a fixed-point
+grid for the shared values (every codebook value a small integer times a power of two).
+"""
+import math
+
 import numpy as np
 import torch
 from sklearn.cluster import KMeans
 from torch import nn
 
-from .prune import prunable_layers
+from .prune import prunable_layers, units_read
 
 
 def check_bits(bits: int) -> int:
@@ -94,6 +101,71 @@ def validate_bits(model: nn.Module, bits: int | dict[str, int]) -> dict[str, int
     return {name: check_bits(bits.get(name, 5)) for name in names}
 
 
+def live_biases(model: nn.Module) -> list[tuple[str, nn.Module, torch.Tensor]]:
+    """(name, layer, which units are live) of every conv and fc layer: a unit is live if
+    the next layer reads it (every unit of the last layer is). Assumes a chain of layers."""
+    layers = prunable_layers(model)
+    live = [torch.ones(layers[-1][1].weight.shape[0], dtype=torch.bool)]
+    for (_, layer), (_, before) in zip(reversed(layers[1:]), reversed(layers[:-1]), strict=True):
+        live.insert(0, units_read(layer.weight.data.cpu() != 0, before.weight.shape[0]))
+    return [(name, layer, alive) for (name, layer), alive in zip(layers, live, strict=True)]
+
+
+def apply_bias_sharing(model: nn.Module, bits: int, init: str = 'linear') -> None:
+    """Weight-share each conv and fc layer's biases in place, as apply_weight_sharing does
+    its weights: k-means over the live units' non-zero biases, 2**bits values, zeros stay
+    zero. Dead units' biases (no later weight reads them) become 0: they change nothing
+    the network computes, and a .dcz file stores none."""
+    check_bits(bits)
+    for _, layer, alive in live_biases(model):
+        if layer.bias is None:
+            continue
+        bias = layer.bias.data.cpu().numpy().copy()
+        bias[~alive.numpy()] = 0.0
+        layer.bias.data.copy_(torch.from_numpy(share_weights(bias, bits, init)))
+
+
+def check_grid_bits(bits: int) -> int:
+    """bits, if it is an integer from 2 to 24 (a float32 holds every such integer times a
+    power of two exactly); ValueError otherwise."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 24:
+        raise ValueError(f'grid bits must be an integer from 2 to 24, got {bits!r}')
+    return bits
+
+
+def grid_step(values: torch.Tensor, bits: int) -> float:
+    """The step of the fixed-point grid of `values`: the smallest power of two by which
+    every value is at most 2**(bits-1) - 1 steps from zero (1.0 for no non-zero value)."""
+    check_grid_bits(bits)
+    largest = float(values.abs().max()) if values.numel() else 0.0
+    if largest == 0:
+        return 1.0
+    return 2.0 ** math.ceil(math.log2(largest / (2 ** (bits - 1) - 1)))
+
+
+def snap_to_grid(values: torch.Tensor, step: float, bits: int) -> torch.Tensor:
+    """values rounded to the nearest multiple of step, at most 2**(bits-1) - 1 steps from
+    zero; a non-zero value that would round to 0 becomes one step of its sign, so pruned
+    and kept stay apart. Exact: step is a power of two."""
+    limit = 2 ** (bits - 1) - 1
+    steps = torch.round(values / step).clamp_(-limit, limit)
+    steps = torch.where((steps == 0) & (values != 0), torch.sign(values), steps)
+    return steps * step
+
+
+def apply_grid(model: nn.Module, bits: int, biases: bool = False) -> None:
+    """Snap every conv and fc layer's weights (and biases, if `biases`) to a fixed-point
+    grid of its own (grid_step of the tensor, `bits`-bit integers), in place; zeros stay
+    zero. Distinct values that meet on the grid merge."""
+    for _, layer in prunable_layers(model):
+        for tensor in _shared_tensors(layer, biases):
+            tensor.data.copy_(snap_to_grid(tensor.data, grid_step(tensor.data, bits), bits))
+
+
+def _shared_tensors(layer, biases):
+    return [layer.weight] + ([layer.bias] if biases and layer.bias is not None else [])
+
+
 class SharedWeights:
     """Trained quantization (the paper's step 4) of a weight-shared model.
 
@@ -102,32 +174,42 @@ class SharedWeights:
     sum of the gradients of its weights. Zeros and assignments never change, so a layer
     keeps at most as many distinct values as it had. Use: after loss.backward(), call
     accumulate_gradients(); step an optimizer over parameters(); call write_back().
+
+    biases: share the biases the same way (after apply_bias_sharing). grid_bits: the
+    weights get the values of their centroids snapped to each tensor's fixed-point grid
+    (as apply_grid made it); the centroids themselves keep float32, so that updates
+    smaller than a step add up until they move a value to the next one.
     """
 
-    def __init__(self, model):
-        self.layers = []
-        for module in model.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                flat = module.weight.data.view(-1)
+    def __init__(self, model: nn.Module, biases: bool = False, grid_bits: int | None = None):
+        self.grid_bits = grid_bits
+        self.tensors = []
+        for _, layer in prunable_layers(model):
+            for tensor in _shared_tensors(layer, biases):
+                flat = tensor.data.view(-1)
                 index = flat.nonzero().view(-1)
                 values, labels = torch.unique(flat[index], return_inverse=True)
-                self.layers.append((module, index, labels, nn.Parameter(values.clone())))
+                step = grid_step(values, grid_bits) if grid_bits is not None else None
+                self.tensors.append((tensor, index, labels, nn.Parameter(values.clone()), step))
 
     def parameters(self) -> list[nn.Parameter]:
-        """The trainable centroids, one tensor per layer, for an optimizer."""
-        return [centroids for *_, centroids in self.layers]
+        """The trainable centroids, one tensor per shared weight (or bias), for an optimizer."""
+        return [centroids for _, _, _, centroids, _ in self.tensors]
 
     def accumulate_gradients(self) -> None:
         """Each centroid's gradient: the sum of its weights' gradients from the last
         backward(). The weights' own gradients are then cleared: no optimizer holds the
         weights, so nothing else would, and the next backward() would add to them."""
-        for module, index, labels, centroids in self.layers:
-            grad = module.weight.grad.view(-1)[index]
+        for tensor, index, labels, centroids, _ in self.tensors:
+            grad = tensor.grad.view(-1)[index]
             centroids.grad = torch.zeros_like(centroids).index_add_(0, labels, grad)
-            module.weight.grad = None
+            tensor.grad = None
 
     def write_back(self) -> None:
-        """Set every non-zero weight to its (updated) centroid; zeros stay zero."""
+        """Set every non-zero weight to its (updated) centroid, on the grid if there is
+        one; zeros stay zero."""
         with torch.no_grad():
-            for module, index, labels, centroids in self.layers:
-                module.weight.data.view(-1)[index] = nonzero_centroids(centroids)[labels]
+            for tensor, index, labels, centroids, step in self.tensors:
+                values = (nonzero_centroids(centroids) if step is None
+                          else snap_to_grid(centroids, step, self.grid_bits))
+                tensor.data.view(-1)[index] = values[labels]

@@ -460,6 +460,13 @@ class WeightSharing:
                                '(unnamed layers: 5)')
     init: str = setting('linear', choices=INITS, help='centroid initialisation of k-means (the '
                         'paper\'s three; linear: the slides\')')
+    bias_bits: int | None = setting(None, int, 'also weight-share each layer\'s live biases: '
+                                    '2**B values by k-means, zeros stay zero (off: float biases, as '
+                                    'in the homework)', 'B', low=1, high=16)
+    grid_bits: int | None = setting(None, int, 'snap every layer\'s shared values (and shared '
+                                    'biases) to a fixed-point grid of its own: B-bit integers '
+                                    'times a power of two, kept there by trained quantization',
+                                    'B', low=2, high=24)
     quantize_epochs: int = setting(0, int, 'trained quantization: fine-tune the shared values (and '
                                    'biases) for N epochs, assignments and zeros fixed (0: off, as '
                                    'in the homework)', 'N', low=0)

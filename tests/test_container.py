@@ -18,6 +18,7 @@ from net.container import (
     save_compressed,
     strip_dead_units,
 )
+from net.quantization import apply_bias_sharing, apply_grid
 from tests.conftest import TinyNet, raw_sections
 
 INPUT = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
@@ -70,8 +71,8 @@ def test_dead_units_lose_incoming_weights_and_bias_but_not_function():
     fc1 = next(r for r in report['layers'] if r['layer'] == 'fc1')
     assert fc1['live_units'] == 10
     live_biases = container.BitWriter()
-    live_biases.floats(model.fc1.bias.detach().numpy()[6:], np.dtype('<f4'))
-    assert fc1['bias_float_bits'] == live_biases.size  # the 10 live biases, no more
+    live_biases.numbers(model.fc1.bias.detach().numpy()[6:], np.dtype('<f4'))
+    assert fc1['bias_bits'] == live_biases.size  # the 10 live biases, no more
 
 
 def test_one_value_per_layer_costs_no_value_bits():
@@ -187,6 +188,26 @@ def encoded(registered):
     return encode_model(make_model(kept=0.05, values=5, dead_fc1_units=3))[0]
 
 
+def cheap_model(kept=0.05):
+    """The `encoded` fixture's model with shared biases and every value on a 6-bit grid:
+    what format 5 stores as fixed point, with shared biases."""
+    model = make_model(kept=kept, values=5, dead_fc1_units=3)
+    apply_bias_sharing(model, 2)
+    apply_grid(model, 6, biases=True)
+    return model
+
+
+@pytest.fixture(params=['encoded', 'cheap', 'tiny-v4.dcz', 'tiny-v3.dcz'])
+def stored(request, registered):
+    """The bytes of a file of each kind the decoder reads: format 5 with float values,
+    format 5 with fixed-point values and shared biases, and older formats."""
+    if request.param == 'encoded':
+        return request.getfixturevalue('encoded')
+    if request.param == 'cheap':
+        return encode_model(cheap_model())[0]
+    return old_file(request.param)
+
+
 def test_wrong_magic(encoded):
     with pytest.raises(ContainerError, match=r'x.dcz: not a .dcz file \(wrong magic\)'):
         decode_model(b'PK' + encoded[2:], 'x.dcz')
@@ -222,6 +243,25 @@ def test_version_3_files_still_load():
     assert params_equal(decode_model(old_file('tiny-v3.dcz')), strip_dead_units(model))
 
 
+def test_version_4_files_still_load():
+    model = make_model(kept=0.05, values=5, dead_fc1_units=3)
+    assert old_file('tiny-v4.dcz')[3] == 4
+    assert params_equal(decode_model(old_file('tiny-v4.dcz')), strip_dead_units(model))
+    lossy = decode_model(encode_model(model, float16=True, bias_bits=2)[0])
+    assert params_equal(decode_model(old_file('tiny-v4-lossy.dcz')), lossy)
+
+
+def test_a_version_5_header_with_the_old_shared_biases_flag_is_refused(encoded):
+    # format 5 decides per layer whether biases are shared; the header flag is 1-4's
+    sections = container._split_sections(encoded, 'x')[1]
+    header = bytearray(sections[0][1])
+    _, pos = container._read_text(header, 0)
+    _, pos = container._read_text(header, pos)
+    header[pos] |= container.SHARED_BIASES
+    with pytest.raises(ContainerError, match='corrupt header section'):
+        decode_model(container.frame(5, [(container.HEADER, bytes(header)), *sections[1:]]))
+
+
 @pytest.mark.parametrize('splice', [
     lambda a, b: a[:2] + b[2:3] + a[3:],  # fc1's section from another valid file
     lambda a, b: a[:1] + [a[2], a[1]] + a[3:],  # two layer sections swapped
@@ -238,8 +278,9 @@ def test_sections_from_other_files_or_moved_are_refused(splice):
         decode_model(head + b''.join(splice(raw_sections(a), raw_sections(b))))
 
 
-@pytest.mark.parametrize('data, version', [('encoded', 2), ('encoded', 3), ('tiny-v2.dcz', 3),
-                                           ('tiny-v3.dcz', 4)])
+@pytest.mark.parametrize('data, version', [('encoded', 2), ('encoded', 3), ('encoded', 4),
+                                           ('tiny-v2.dcz', 3), ('tiny-v3.dcz', 4),
+                                           ('tiny-v4.dcz', 5)])
 def test_a_changed_version_byte_is_refused(encoded, data, version):
     # Versions differ in a bit or two and read layers differently: the header's CRC decides
     data = encoded if data == 'encoded' else old_file(data)
@@ -289,10 +330,10 @@ def test_every_truncation_is_refused(encoded):
             decode_model(encoded[:end])
 
 
-def test_every_single_bit_flip_is_refused(encoded):
-    for byte in range(len(encoded)):
+def test_every_single_bit_flip_is_refused(stored):
+    for byte in range(len(stored)):
         for bit in range(8):
-            damaged = bytearray(encoded)
+            damaged = bytearray(stored)
             damaged[byte] ^= 1 << bit
             with pytest.raises(ContainerError):
                 decode_model(bytes(damaged))
@@ -318,18 +359,18 @@ def test_random_models_round_trip(seed, kept, values, dead, float16):
         assert params_equal(decoded, clean)
 
 
-# `encoded` is immutable bytes: sharing it between examples is safe.
+# `stored` is immutable bytes: sharing it between examples is safe.
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_random_corruptions_are_refused(encoded, data):
-    damaged = bytearray(encoded)
+def test_random_corruptions_are_refused(stored, data):
+    damaged = bytearray(stored)
     for _ in range(data.draw(st.integers(1, 4))):
         at = data.draw(st.integers(0, len(damaged) - 1))
         damaged[at] ^= data.draw(st.integers(1, 255))
     cut = data.draw(st.integers(0, len(damaged)))
     tail = data.draw(st.binary(max_size=8))
     damaged = bytes(damaged[:cut]) + tail
-    if damaged == encoded:
+    if damaged == stored:
         return
     with pytest.raises(ContainerError):
         decode_model(damaged)
@@ -346,15 +387,15 @@ def reframe_layer(data, index, payload):
 # them, so every consistency check of the parser is exercised.
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_crafted_layer_payloads_are_refused_or_consistent(encoded, data):
+def test_crafted_layer_payloads_are_refused_or_consistent(stored, data):
     index = data.draw(st.integers(0, 2))
-    payload = bytearray(container._split_sections(encoded, 'x')[1][1 + index][1])
+    payload = bytearray(container._split_sections(stored, 'x')[1][1 + index][1])
     for _ in range(data.draw(st.integers(1, 3))):
         at = data.draw(st.integers(0, len(payload) - 1))
         payload[at] ^= data.draw(st.integers(1, 255))
     payload = bytes(payload[:data.draw(st.integers(0, len(payload)))])
     try:
-        model = decode_model(reframe_layer(encoded, index, payload))
+        model = decode_model(reframe_layer(stored, index, payload))
     except ContainerError:
         return
     claimed = container.read_varint(payload, 0, 'x')[0]
@@ -423,3 +464,81 @@ def test_infinite_float_exponents_are_refused(dtype, low, width):
     writer.raw([low, width], [bits, bits])
     with pytest.raises(container.Corrupt, match=f'float exponents {low} to {low + width}'):
         container.BitReader(writer.bytes()).floats(3, dtype)
+
+
+# ---------------------------------------------------------------- format 5's cheaper parts
+def test_fixed_point_values_and_shared_biases_are_found_and_cost_less():
+    model = cheap_model(kept=0.3)
+    data, report = encode_model(model)
+    assert params_equal(decode_model(data), strip_dead_units(model))
+    plain = encode_model(make_model(kept=0.3, values=5, dead_fc1_units=3))[1]
+    for cheap, float_row in zip(report['layers'], plain['layers'], strict=True):
+        assert cheap['codebook_bits'] < float_row['codebook_bits'] / 2, cheap['layer']
+        assert cheap['bias_bits'] < float_row['bias_bits'] / 2, cheap['layer']
+        assert 'bias_code_bits' not in float_row  # distinct float biases: stored one by one
+    fc2 = report['layers'][-1]  # 10 biases, at most 4 values: an index each is cheaper
+    assert fc2['bias_code_bits'] > 0 and fc2['bias_entropy_bits'] <= fc2['bias_code_bits']
+
+
+@pytest.mark.parametrize('line, by_column', [('column', True), ('row', False)])
+def test_positions_are_scanned_by_column_when_that_is_cheaper(line, by_column):
+    model = make_model(kept=0.0)
+    with torch.no_grad():
+        model.fc2.weight.fill_(1.0)  # every fc1 unit is read
+        if line == 'column':
+            model.fc1.weight[:, 5] = 0.5  # every unit reads input 5
+        else:
+            model.fc1.weight[3, :] = 0.5  # unit 3 reads every input
+    data, report = encode_model(model)
+    assert report['layers'][1]['by_column'] is by_column
+    assert report['layers'][2]['by_column'] is False  # dense: no cheaper way round
+    assert params_equal(decode_model(data), strip_dead_units(model))
+
+
+@pytest.mark.parametrize('dtype', ['<f4', '<f2'])
+@pytest.mark.parametrize('ascending', [False, True])
+@pytest.mark.parametrize('values', [[0.5], [-0.0], [0.0, 0.0], [-3.0, 0.0, 0.25],
+                                    [2.0 ** -149, 2.0 ** -140], [2.0 ** 20, 2.0 ** -20],
+                                    FLOAT_EDGES, np.arange(-40, 90, 3) / 64])
+def test_numbers_round_trip_bit_exact(dtype, ascending, values):
+    dtype = np.dtype(dtype)
+    stored = np.array(values, dtype=np.float32)
+    stored = stored[np.abs(stored) <= np.finfo(dtype).max].astype(dtype).astype(np.float32)
+    if ascending:
+        stored = np.unique(stored)  # a codebook: strictly ascending (-0.0 may stay)
+    writer = container.BitWriter()
+    writer.numbers(stored, dtype, ascending)
+    reader = container.BitReader(writer.bytes())
+    decoded = reader.numbers(len(stored), dtype, ascending)
+    reader.finish()
+    assert reader.pos == writer.size
+    assert decoded.view(np.uint32).tolist() == stored.view(np.uint32).tolist()
+
+
+def test_numbers_on_a_grid_take_fixed_point_and_others_floats():
+    rng = np.random.default_rng(0)
+    on_grid = rng.integers(-120, 120, 200) / 128
+    floats = container.BitWriter()
+    floats.floats(on_grid, np.dtype('<f4'))
+    fixed = container.BitWriter()
+    fixed.numbers(on_grid, np.dtype('<f4'))
+    assert fixed.size < floats.size / 2
+    normal = rng.normal(0, 0.05, 200).astype(np.float32)
+    floats, either = container.BitWriter(), container.BitWriter()
+    floats.floats(normal, np.dtype('<f4'))
+    either.numbers(normal, np.dtype('<f4'))
+    assert either.size == 1 + floats.size  # the mode bit, then floats
+
+
+def test_a_fixed_point_step_past_float32_is_refused():
+    writer = container.BitWriter()
+    writer.raw([1, container.MAX_EXPONENT + 1 - container.MIN_EXPONENT],
+               [1, container.EXPONENT_FIELD])
+    with pytest.raises(container.Corrupt, match='fixed-point step of 2\\*\\*128'):
+        container.BitReader(writer.bytes()).numbers(3, np.dtype('<f4'))
+
+
+@pytest.mark.parametrize('symbols, bits', [([], 0.0), ([7, 7, 7], 0.0), ([0, 1, 0, 1], 4.0),
+                                           ([0, 0, 0, 1], 3.245112497836532)])
+def test_entropy_bits(symbols, bits):
+    assert container.entropy_bits(np.array(symbols)) == pytest.approx(bits)

@@ -19,9 +19,13 @@ from net.checkpoint import save_model
 from net.models import AlexNet, build_model
 from net.quantization import (
     SharedWeights,
+    apply_bias_sharing,
+    apply_grid,
     apply_weight_sharing,
+    grid_step,
     initial_centroids,
     share_weights,
+    snap_to_grid,
     validate_bits,
 )
 from recipe import datasets, settings
@@ -464,10 +468,10 @@ def test_centroid_gradient_is_the_sum_of_its_weights_gradients(tiny):
     shared = SharedWeights(tiny)
     x = torch.randn(4, 3, 32, 32)
     tiny(x).sum().backward()
-    module, _, _, centroids = shared.layers[-1]  # fc2
-    weight_grad = module.weight.grad.clone()
+    weight, _, _, centroids, _ = shared.tensors[-1]  # fc2's weight
+    weight_grad = weight.grad.clone()
     shared.accumulate_gradients()
-    weight = module.weight.data
+    weight = weight.data
     for k, value in enumerate(centroids.detach()):
         assert centroids.grad[k] == pytest.approx(float(weight_grad[weight == value].sum()),
                                                   rel=1e-5, abs=1e-6)
@@ -483,11 +487,11 @@ def test_centroid_gradient_comes_from_the_last_backward_only(tiny):
     shared.accumulate_gradients()
     tiny(second).sum().backward()
     shared.accumulate_gradients()
-    after_two = [centroids.grad.clone() for *_, centroids in shared.layers]
+    after_two = [centroids.grad.clone() for _, _, _, centroids, _ in shared.tensors]
     tiny.zero_grad()
     tiny(second).sum().backward()
     shared.accumulate_gradients()
-    for grad, (*_, centroids) in zip(after_two, shared.layers, strict=True):
+    for grad, (_, _, _, centroids, _) in zip(after_two, shared.tensors, strict=True):
         assert torch.allclose(grad, centroids.grad)
 
 
@@ -508,6 +512,70 @@ def test_trained_quantization_keeps_zeros_assignments_and_value_counts(tiny, syn
         # Weights that shared a value still share one: assignments are fixed.
         for value in old[old != 0].unique():
             assert len(new[old == value].unique()) == 1, name
+
+
+# ---------------------------------------------------------------- bias sharing, the grid
+def test_grid_step_is_the_smallest_power_of_two_that_holds_the_largest_value():
+    assert grid_step(torch.tensor([0.0, -0.3, 0.1]), 4) == 2.0 ** -4  # 0.3 / 7 = 0.043 -> 1/16
+    assert grid_step(torch.tensor([7.0]), 4) == 1.0  # exactly 7 steps
+    assert grid_step(torch.tensor([7.5]), 4) == 2.0
+    assert grid_step(torch.zeros(3), 4) == 1.0
+    with pytest.raises(ValueError, match='grid bits must be an integer from 2 to 24, got 1'):
+        grid_step(torch.ones(1), 1)
+
+
+def test_snap_to_grid_rounds_clamps_and_keeps_zeros_apart():
+    values = torch.tensor([0.0, 0.26, -0.26, 0.01, -0.01, 5.0, -5.0])
+    assert snap_to_grid(values, 0.25, 3).tolist() == [0.0, 0.25, -0.25, 0.25, -0.25, 0.75, -0.75]
+
+
+def test_apply_grid_leaves_few_bit_integers_times_a_power_of_two(tiny):
+    tiny.prune_by_percentile(50)
+    apply_weight_sharing(tiny, 4)
+    zeros = {name: layer.weight == 0 for name, layer in tiny.prunable_layers()}
+    biases = {name: layer.bias.clone() for name, layer in tiny.prunable_layers()}
+    apply_grid(tiny, 5)
+    for name, layer in tiny.prunable_layers():
+        weight = layer.weight.data
+        step = 2.0 ** torch.ceil(torch.log2(weight.abs().max() / 15))
+        steps = weight / step
+        assert torch.equal(steps, steps.round()) and steps.abs().max() <= 15, name
+        assert torch.equal(weight == 0, zeros[name]), name
+        assert len(weight.unique()) <= 2 ** 4 + 1, name
+        assert torch.equal(layer.bias, biases[name]), name  # biases only with biases=True
+
+
+def test_bias_sharing_keeps_few_values_and_zeroes_dead_units(tiny):
+    with torch.no_grad():
+        tiny.fc2.weight[:, :3] = 0  # fc1's units 0-2 are read by nothing
+    apply_bias_sharing(tiny, 2)
+    for name, layer in tiny.prunable_layers():
+        assert len(layer.bias.unique()) <= 2 ** 2 + 1, name
+    assert (tiny.fc1.bias[:3] == 0).all() and (tiny.fc1.bias[3:] != 0).all()
+    apply_grid(tiny, 4, biases=True)
+    for name, layer in tiny.prunable_layers():
+        steps = layer.bias / grid_step(layer.bias, 4)
+        assert torch.equal(steps, steps.round()) and steps.abs().max() <= 7, name
+
+
+def test_trained_quantization_shares_biases_and_keeps_the_grid(tiny, synthetic_data, monkeypatch):
+    monkeypatch.setattr(datasets, 'model_data', lambda *_: synthetic_data)
+    tiny.prune_by_percentile(40)
+    args = weight_share.parse_args(['--quantize-epochs', '2', '--batch-size', '16', '--bits', '3',
+                                    '--bias-bits', '2', '--grid-bits', '6',
+                                    '--quantize-lr', '0.05'])
+    weight_share.share(tiny, args, 3)
+    before = {name: layer.weight.clone() for name, layer in tiny.prunable_layers()}
+    bias_before = {name: layer.bias.clone() for name, layer in tiny.prunable_layers()}
+    weight_share.trained_quantization(tiny, args, torch.device('cpu'), [])
+    for name, layer in tiny.prunable_layers():
+        for tensor, limit in ((layer.weight, 2 ** 3), (layer.bias, 2 ** 2)):
+            assert len(tensor[tensor != 0].unique()) <= limit, name
+            steps = tensor / grid_step(tensor, 6)
+            assert torch.equal(steps, steps.round()) and steps.abs().max() <= 31, name
+        assert torch.equal(layer.weight == 0, before[name] == 0), name
+        assert not torch.equal(layer.weight, before[name]), name  # the values did train
+        assert not torch.equal(layer.bias, bias_before[name]), name  # and the shared biases
 
 
 @pytest.mark.parametrize('augment, paddings', [(None, [4, 4]), ('flip', [0, 0]), ('none', [])])
