@@ -10,8 +10,13 @@ import torch
 
 import util
 from net.checkpoint import CheckpointError, load_model, save_model
-from net.quantization import (SharedWeights, apply_bias_sharing, apply_grid, apply_weight_sharing,
-                              validate_bits)
+from net.quantization import (
+    SharedWeights,
+    apply_bias_sharing,
+    apply_grid,
+    apply_weight_sharing,
+    validate_bits,
+)
 from recipe import datasets, settings
 from recipe.training import Phase, fit
 

@@ -13,26 +13,41 @@ A header section (tag 'H') comes first: architecture name, dataset name (from ve
 2; version 1 files are CIFAR-10 models), flags, then per layer its name and weight
 shape. One layer section (tag 'L') follows per layer, in that order.
 
-Layer payload (one prunable layer; a "unit" is an output neuron or conv filter), version 3:
+Layer payload (one prunable layer; a "unit" is an output neuron or conv filter), version 5:
     varint non-zeros | varint distinct values k | varint position buckets
-    | varint shared bias values (only when biases are shared)
+    | varint shared bias values (0: each live unit's bias stored as a number)
     | bitstream (MSB first, zero-padded to a byte):
-        the code lengths (4 bits each) of the values; a presence bit per position bucket,
-        then the code lengths of the present ones; the code lengths of the shared biases;
-        then the value codes, the bucket codes, the buckets' extra bits, and the shared
-        bias codes; then the codebook (k values, ascending) and the live units' biases
-        (or the shared bias values) as floats.
+        an order bit (1: the live units' weights are scanned column by column, 0: row by
+        row; the encoder takes whichever codes the positions in fewer bits);
+        positions: a presence bit per bucket, the code lengths of the present ones, the
+        bucket codes, then the buckets' extra bits;
+        values: the code lengths (4 bits each) of the k values, then the value codes;
+        the codebook: k numbers, ascending;
+        the biases: the live units' biases as numbers, or (when smaller) the code
+        lengths of the shared values, each live unit's code, then the shared values as
+        numbers, ascending.
 Codes are canonical Huffman codes, stored as their lengths only; an alphabet of one
 symbol needs neither lengths nor codes. Positions are the gaps between successive
 non-zeros over the layer's live units, flattened, each coded as its bit length (Huffman)
 plus the bits after the leading one (Elias gamma with learned bucket codes).
-Floats keep every bit: an array's exponents, which span a few binades only, are
+Numbers keep every bit, in the smaller of two forms (one bit says which): floats, or
+fixed point. Floats: an array's exponents, which span a few binades only, are
 Huffman-coded over the range present: its lowest exponent and width (raw, 8 bits each,
 5 for float16), a presence bit per exponent in the range (when it holds more than one),
 the code lengths of the present ones (when more than one is present), the exponent codes
-of all values, then every value's sign and mantissa, raw. Versions 1 and 2 stored the
-codebook right after k and the biases (raw, or their count and codebook) right after the
-bucket count, as plain little-endian floats.
+of all values, then every value's sign and mantissa, raw. Fixed point: the exponent e of
+a step 2**e that every value is a multiple of (9 bits, e + 149), then the multiples'
+magnitudes plus one as Elias gamma codes with learned buckets (the largest bucket in 5
+bits, the buckets' code as for positions, the codes, the extra bits) and a sign bit per
+non-zero multiple; an ascending array stores its first multiple so and then each one's
+distance from the one before. A codebook trained on a fixed-point grid
+(weight_share.py --grid-bits) takes a few bits per value this way.
+Versions 3 and 4 coded the bits in another order (value code lengths, positions' table,
+shared-bias code lengths; value codes, bucket codes, extra bits, shared-bias codes; then
+codebook and biases as floats), always row by row, and marked shared biases by a header
+flag (value 2) instead of the count. Versions 1 and 2 stored the codebook right after k
+and the biases (raw, or their count and codebook) right after the bucket count, as plain
+little-endian floats.
 The CRCs cover every section; the magic and version byte before them are checked by
 value, and from version 3 on the header's CRC covers them too. Versions 1 to 3 check
 each section alone.
@@ -47,7 +62,8 @@ weights into +0.0).
 
 Lossy options, off by default: ``float16`` stores codebooks and biases as float16;
 ``bias_bits`` weight-shares each layer's live biases (k-means: 2**bias_bits non-zero
-values, zeros stay zero).
+values, zeros stay zero) before they are stored. Neither is needed for a model whose
+biases were shared and trained so (weight_share.py --bias-bits): its file is lossless.
 """
 import copy
 import os

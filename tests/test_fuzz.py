@@ -9,13 +9,14 @@ import os
 import shutil
 
 import numpy as np
+import pytest
 import torch
 
 from net.checkpoint import CheckpointError, load_model, save_model
 from net.container import ContainerError, decode_model, encode_model, strip_dead_units
 from net.huffmancoding import HuffmanFormatError, huffman_decode_model, huffman_encode_model
 from net.models import build_model
-from net.quantization import apply_weight_sharing
+from net.quantization import apply_bias_sharing, apply_grid, apply_weight_sharing
 from tests.conftest import raw_sections
 
 CASES = 150  # per kind; seeded, so every run tries the same ones
@@ -31,6 +32,15 @@ def shared_lenet5(seed):
         for name, param in model.named_parameters():
             if name.endswith('bias'):  # distinct, as trained biases are
                 param.normal_(0, 0.1)
+    return model
+
+
+def cheap_lenet5(seed):
+    """shared_lenet5 stored the cheaper way: biases shared, codebooks on a 6-bit grid (the
+    .dcz file's shared-bias blocks and fixed-point codebooks)."""
+    model = shared_lenet5(seed)
+    apply_bias_sharing(model, 3)
+    apply_grid(model, 6, biases=True)
     return model
 
 
@@ -114,8 +124,9 @@ def test_damaged_encodings(tmp_path):
 
 
 # ---------------------------------------------------------------- the .dcz file
-def test_damaged_dcz_files():
-    model, other = shared_lenet5(0), shared_lenet5(1)
+@pytest.mark.parametrize('make', [shared_lenet5, cheap_lenet5])
+def test_damaged_dcz_files(make):
+    model, other = make(0), make(1)
     data, other_data = encode_model(model)[0], encode_model(other)[0]
     sections, other_sections = raw_sections(data), raw_sections(other_data)
     head = data[:4]
