@@ -4,9 +4,9 @@ it codes, beside the paper's fixed-width relative positions.
 
     python bench/container.py [--model models/alexnet-cifar10.dcz | a weight-shared .ptmodel]
 
-Entropies are empirical and order-0, over the layer's own symbols: values, H(value index);
-positions, H(gap bucket) + the mean extra bits (the part the Huffman code cannot shrink).
-Floats (codebooks, live biases): bits each against raw float32's 32.
+Entropies are the container's own report (order-0, over the layer's own symbols, tables
+not counted): values, H(value index); positions, H(gap) over the order the file scans.
+Numbers (codebooks, live biases): bits each against raw float32's 32.
 "Paper positions": the paper's relative index, a 5-bit (fc) or 8-bit (conv) gap per
 non-zero with a filler zero per overflow, over the whole layer.
 """
@@ -22,20 +22,11 @@ import numpy as np
 from common import final_or_synthetic_model
 
 import util
-from net.container import _gap_codes, _live_units, load_compressed, save_compressed, strip_dead_units
+from net.container import load_compressed, save_compressed, strip_dead_units
 from net.huffmancoding import huffman_decode_model, huffman_encode_model
 from net.models import build_model
 
 REPEATS = 5
-
-
-def entropy_bits(symbols):
-    """Total order-0 entropy (bits) of a sequence of symbols."""
-    if len(symbols) == 0:
-        return 0.0
-    _, counts = np.unique(symbols, return_counts=True)
-    p = counts / counts.sum()
-    return float(-(counts * np.log2(p)).sum())
 
 
 def paper_position_bits(weight):
@@ -47,23 +38,16 @@ def paper_position_bits(weight):
 
 
 def layer_rows(model, report):
-    layers = model.prunable_layers()
-    weights = [layer.weight.detach().numpy() for _, layer in layers]
     rows = []
-    for (name, _), weight, alive, r in zip(layers, weights, _live_units(weights), report['layers'],
-                                           strict=True):
-        nonzero = weight[weight != 0]
-        _, index = np.unique(nonzero, return_inverse=True)
-        # the container's position symbols: gaps over the live units' weights
-        buckets, _ = _gap_codes(np.flatnonzero(weight.reshape(len(alive), -1)[alive]))
-        n = max(len(nonzero), 1)
+    for (name, layer), r in zip(model.prunable_layers(), report['layers'], strict=True):
+        n = max(r['nonzeros'], 1)
         rows.append({
-            'layer': name, 'nonzeros': len(nonzero), 'bytes': r['bytes'],
+            'layer': name, 'nonzeros': r['nonzeros'], 'bytes': r['bytes'],
             'value_bits_per_weight': r['value_bits'] / n,
-            'value_entropy_per_weight': entropy_bits(index) / n,
+            'value_entropy_per_weight': r['value_entropy_bits'] / n,
             'position_bits_per_weight': r['position_bits'] / n,
-            'position_entropy_per_weight': (entropy_bits(buckets) + int(buckets.sum())) / n,
-            'paper_position_bits_per_weight': paper_position_bits(weight) / n,
+            'position_entropy_per_weight': r['position_entropy_bits'] / n,
+            'paper_position_bits_per_weight': paper_position_bits(layer.weight.detach().numpy()) / n,
             'all_bits_per_weight': 8 * r['bytes'] / n})
     return rows
 
@@ -110,10 +94,10 @@ def main():
     print(f"container: {report['bytes']} bytes ({report['ratio']:.1f}x), "
           f"{8 * report['bytes'] / nonzeros:.2f} bits per non-zero weight, all included")
     units = sum(r['live_units'] for r in report['layers'])
-    bias_bits = sum(r['bias_float_bits'] for r in report['layers']) / max(units, 1)
+    bias_bits = sum(r['bias_bits'] for r in report['layers']) / max(units, 1)
     values = sum(r['values'] for r in report['layers'])
     codebook_bits = sum(r['codebook_bits'] for r in report['layers']) / max(values, 1)
-    print(f'floats: {bias_bits:.2f} bits per live bias ({units}), {codebook_bits:.2f} per codebook '
+    print(f'numbers: {bias_bits:.2f} bits per live bias ({units}), {codebook_bits:.2f} per codebook '
           f'value ({values}); raw float32: 32')
     print(f"homework format: {homework_bytes} bytes ({report['dense_bytes'] / homework_bytes:.1f}x)")
     print(f'encode: container {encode_s * 1000:.1f} ms, homework format {hw_encode_s * 1000:.1f} ms')
