@@ -119,23 +119,34 @@ class PruningModule(nn.Module):
         return sum(self.keep_units(name, round(layers[name].weight.shape[0] * percent / 100))
                    for name, percent in validate_rates(self, q, of='units').items())
 
-    def keep_units(self, name: str, keep: int) -> int:
-        """Keep the `keep` units of layer `name` with the highest unit_salience (ties: the
-        lower index), and remove the incoming and outgoing weights of the others.
+    def keep_units(self, name: str, keep: int, salience: torch.Tensor | None = None) -> int:
+        """Keep the `keep` units of layer `name` with the highest unit_salience, or the
+        highest of `salience` (one score per unit, e.g. net.activations' scores), ties to
+        the lower index, and remove the incoming and outgoing weights of the others.
 
         Only units with both incoming and outgoing weights are ranked and counted: the
         others are dead or constant, for prune_dead_units and fold_constant_units (when
         the recipe runs them). Returns the number of non-zero weights removed.
         """
-        salience = self.unit_salience(name)
-        ranked = (salience > 0).nonzero().flatten()
+        weights = self.unit_salience(name)
+        if salience is None:
+            salience = weights
+        elif salience.shape != weights.shape:
+            raise ValueError(f'{name} has {len(weights)} units, the salience given has shape '
+                             f'{tuple(salience.shape)}')
+        ranked = (weights > 0).nonzero().flatten()
         if len(ranked) <= keep:
             return 0
-        drop = ranked[salience[ranked].argsort(descending=True, stable=True)[keep:]]
+        return self.remove_units(name, ranked[salience[ranked].argsort(descending=True, stable=True)[keep:]])
+
+    def remove_units(self, name: str, units: torch.Tensor) -> int:
+        """Remove (zero and mask) the incoming and outgoing weights of these units of layer
+        `name` (e.g. net.activations.similar_units' choice); the number of non-zero weights
+        removed."""
         layer, reader = self.unit_reader(name)
-        units = len(salience)
-        return (mask_out(layer, (units, -1), drop)
-                + mask_out(reader, (reader.weight.shape[0], units, -1), (slice(None), drop)))
+        count = layer.weight.shape[0]
+        return (mask_out(layer, (count, -1), units)
+                + mask_out(reader, (reader.weight.shape[0], count, -1), (slice(None), units)))
 
     def unit_salience(self, name: str) -> torch.Tensor:
         """Per output unit of layer `name`: the L1 norm of its incoming weights times that

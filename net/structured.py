@@ -9,7 +9,8 @@ A structure's score is the mean |w| (l1) or the root mean square (l2) of its wei
 within a layer that orders structures as their L1 / L2 norms do, and across layers
 (global scope) it does not favour layers whose structures are larger. The masks live in
 the same ``weight_mask`` buffers as element pruning, so retraining keeps whole
-structures at zero.
+structures at zero. Filters and fc rows can also be ranked by their activations
+(net.activations).
 """
 import torch
 from torch import nn
@@ -47,13 +48,16 @@ def structure_scores(weight: torch.Tensor, kind: str, granularity: str, norm: st
 
 
 def prune_structured(model: nn.Module, q: float | dict[str, float], conv: str = 'filter', fc: str = 'row',
-                     norm: str = 'l1', scope: str = 'local') -> dict[str, float]:
+                     norm: str = 'l1', scope: str = 'local',
+                     unit_scores: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
     """Zero and mask whole structures of every conv and fc layer.
 
     q: percent of weights kept, a number or a dict layer -> percent (local scope: per
     layer, the highest-scoring structures up to q[layer] percent of its structures;
     global scope: one number, the highest-scoring structures of all layers together
     until q percent of all weights are kept). Structures pruned before score 0.
+    unit_scores: {layer: one score per output unit} (net.activations.activation_scores)
+    to rank the filters and fc rows of those layers by instead of their weights.
     Returns {layer name: percent of its weights kept}.
     """
     if scope not in SCOPES:
@@ -62,6 +66,8 @@ def prune_structured(model: nn.Module, q: float | dict[str, float], conv: str = 
     granularity = {'conv': conv, 'fc': fc}
     scores = {name: structure_scores(m.weight.data * layer_mask(m), _kind(m), granularity[_kind(m)], norm)
               for name, m in layers}
+    for name, score in (unit_scores or {}).items():  # pruned units stay at 0
+        scores[name] = _unit_structure_scores(dict(layers), name, score, granularity) * (scores[name] > 0)
     if scope == 'local':
         rates = validate_rates(model, q)
         keep = {name: _top_share(scores[name], rates[name] / 100) for name in rates}
@@ -78,6 +84,22 @@ def prune_structured(model: nn.Module, q: float | dict[str, float], conv: str = 
         set_mask(module, mask.to(module.weight.dtype))
         kept[name] = 100 * float(mask.float().mean())
     return kept
+
+
+def _unit_structure_scores(layers, name, score, granularity):
+    """A per-unit score shaped as the filter or row scores of layer name."""
+    if name not in layers:
+        raise ValueError(f'unknown layer name {name!r} in unit scores; valid names are {list(layers)}')
+    weight = layers[name].weight
+    kind = _kind(layers[name])
+    if granularity[kind] not in ('filter', 'row'):
+        needed = 'filter' if kind == 'conv' else 'row'
+        raise ValueError(f'unit scores rank whole units: {name} needs the {kind} granularity '
+                         f'{needed!r}, not {granularity[kind]!r}')
+    if score.shape != (weight.shape[0],):
+        raise ValueError(f'{name} has {weight.shape[0]} units, its unit scores have shape '
+                         f'{tuple(score.shape)}')
+    return score.to(weight.device).view(-1, *[1] * (weight.dim() - 1))
 
 
 def _top_share(score, share):

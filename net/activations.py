@@ -1,0 +1,100 @@
+"""Activation-based criteria for structured and unit pruning (MASE's activation pruning):
+a unit's (an fc output's or a conv filter's) score from its activations over calibration
+batches, and the units whose activations near-duplicate another's.
+
+A unit's activation is what the network passes on from it: the input of the layer that
+reads it (after its nonlinearity and pooling; for a conv layer read by an fc layer, its
+slice of the flattened input, channel-major), and for the last layer its own output. So a
+unit whose weights are large but whose output a ReLU always zeroes scores 0, where a
+weight norm would keep it.
+
+    scores = activation_scores(model, batches, 'l2')   # {layer: one score per unit}
+    model.keep_units('fc1', 100, salience=scores['fc1'])
+    prune_structured(model, 50, unit_scores=scores)    # filters and fc rows by activation
+"""
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from .prune import prunable_layers
+
+STATISTICS = ('mean_abs', 'l2')
+
+
+def activation_scores(model: nn.Module, batches: Iterable,
+                      statistic: str = 'mean_abs') -> dict[str, torch.Tensor]:
+    """{layer name: per-unit score} over the batches (inputs, or (inputs, labels) pairs):
+    'mean_abs', the mean absolute activation over samples and positions; 'l2', the mean
+    over samples of the L2 norm of the unit's feature map."""
+    if statistic not in STATISTICS:
+        raise ValueError(f'unknown activation statistic {statistic!r}; use one of {STATISTICS}')
+    totals, count = {}, 0
+
+    def add(name, units):  # units: (N, U, positions)
+        value = units.abs().mean(2) if statistic == 'mean_abs' else units.square().sum(2).sqrt()
+        totals[name] = totals.get(name, 0) + value.sum(0)
+
+    for size in _record(model, batches, add):
+        count += size
+    if not count:
+        raise ValueError('activation scores need at least one calibration batch')
+    return {name: total / count for name, total in totals.items()}
+
+
+def similar_units(model: nn.Module, batches: Iterable, threshold: float = 0.95) -> dict[str, torch.Tensor]:
+    """{layer name: the units to remove}: of each pair of units whose activations (over
+    all samples and positions) have a cosine similarity above threshold, the one of
+    higher index, unless it was itself removed. The last layer's units (the outputs) and
+    units that never activate (dead: prune_dead_units removes them) are left alone."""
+    if not 0 < threshold <= 1:
+        raise ValueError(f'a similarity threshold is in (0, 1], got {threshold!r}')
+    grams = {}
+
+    def add(name, units):  # sum over samples and positions of a a^T, (U, U)
+        flat = units.transpose(1, 2).reshape(-1, units.shape[1]).double()
+        grams[name] = grams.get(name, 0) + flat.T @ flat
+
+    for _ in _record(model, batches, add):
+        pass
+    last = prunable_layers(model)[-1][0]
+    return {name: _duplicates(gram, threshold) for name, gram in grams.items() if name != last}
+
+
+def _duplicates(gram, threshold):
+    norms = gram.diagonal().sqrt()
+    alive = norms > 0
+    cosine = gram / (norms[:, None] * norms[None, :]).clamp_min(1e-300)
+    removed = torch.zeros(len(gram), dtype=torch.bool)
+    for i in alive.nonzero().flatten().tolist():
+        if not removed[i]:
+            later = torch.arange(len(gram)) > i
+            removed |= later & alive & (cosine[i] > threshold)
+    return removed.nonzero().flatten()
+
+
+def _record(model, batches, add):
+    """Run model over batches, in eval mode and without gradients, calling add(layer
+    name, activations as (N, units, positions)) for every layer; yield each batch size."""
+    layers = prunable_layers(model)
+    hooks = []
+    for (name, layer), (_, reader) in zip(layers[:-1], layers[1:], strict=True):
+        def read(_, inputs, name=name, units=layer.weight.shape[0]):
+            add(name, inputs[0].reshape(len(inputs[0]), units, -1))
+        hooks.append(reader.register_forward_pre_hook(read))
+    last, out = layers[-1]
+    hooks.append(out.register_forward_hook(
+        lambda _, __, output: add(last, output.reshape(len(output), output.shape[1], -1))))
+    device = next(model.parameters()).device
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+                model(inputs.to(device))
+                yield len(inputs)
+    finally:
+        model.train(training)
+        for hook in hooks:
+            hook.remove()
