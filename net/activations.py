@@ -37,16 +37,16 @@ def activation_scores(model: nn.Module, batches: Iterable,
 
     for size in _record(model, batches, add):
         count += size
-    if not count:
-        raise ValueError('activation scores need at least one calibration batch')
     return {name: total / count for name, total in totals.items()}
 
 
 def similar_units(model: nn.Module, batches: Iterable, threshold: float = 0.95) -> dict[str, torch.Tensor]:
     """{layer name: the units to remove}: of each pair of units whose activations (over
-    all samples and positions) have a cosine similarity above threshold, the one of
+    all samples and positions) have a cosine similarity of threshold or more, the one of
     higher index, unless it was itself removed. The last layer's units (the outputs) and
-    units that never activate (dead: prune_dead_units removes them) are left alone."""
+    units that never activate (dead: prune_dead_units removes them) are left alone.
+    The cosine is not centred, and activations after a ReLU are never negative, so
+    unrelated units can reach 0.9 or more: near-duplicates are found near 1."""
     if not 0 < threshold <= 1:
         raise ValueError(f'a similarity threshold is in (0, 1], got {threshold!r}')
     grams = {}
@@ -62,6 +62,7 @@ def similar_units(model: nn.Module, batches: Iterable, threshold: float = 0.95) 
 
 
 def _duplicates(gram, threshold):
+    gram = gram.cpu()
     norms = gram.diagonal().sqrt()
     alive = norms > 0
     cosine = gram / (norms[:, None] * norms[None, :]).clamp_min(1e-300)
@@ -69,13 +70,14 @@ def _duplicates(gram, threshold):
     for i in alive.nonzero().flatten().tolist():
         if not removed[i]:
             later = torch.arange(len(gram)) > i
-            removed |= later & alive & (cosine[i] > threshold)
+            removed |= later & alive & (cosine[i] >= threshold - 1e-12)  # 1: exact copies
     return removed.nonzero().flatten()
 
 
 def _record(model, batches, add):
     """Run model over batches, in eval mode and without gradients, calling add(layer
-    name, activations as (N, units, positions)) for every layer; yield each batch size."""
+    name, activations as (N, units, positions)) for every layer; yield each batch size.
+    ValueError if no batch holds a sample."""
     layers = prunable_layers(model)
     hooks = []
     for (name, layer), (_, reader) in zip(layers[:-1], layers[1:], strict=True):
@@ -90,10 +92,15 @@ def _record(model, batches, add):
     model.eval()
     try:
         with torch.no_grad():
+            seen = 0
             for batch in batches:
                 inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
-                model(inputs.to(device))
-                yield len(inputs)
+                if len(inputs):
+                    model(inputs.to(device))
+                    seen += len(inputs)
+                    yield len(inputs)
+            if not seen:
+                raise ValueError('activation criteria need at least one calibration batch')
     finally:
         model.train(training)
         for hook in hooks:

@@ -134,6 +134,7 @@ class PruningModule(nn.Module):
         elif salience.shape != weights.shape:
             raise ValueError(f'{name} has {len(weights)} units, the salience given has shape '
                              f'{tuple(salience.shape)}')
+        salience = salience.to(weights.device)
         ranked = (weights > 0).nonzero().flatten()
         if len(ranked) <= keep:
             return 0

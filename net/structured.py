@@ -66,8 +66,12 @@ def prune_structured(model: nn.Module, q: float | dict[str, float], conv: str = 
     granularity = {'conv': conv, 'fc': fc}
     scores = {name: structure_scores(m.weight.data * layer_mask(m), _kind(m), granularity[_kind(m)], norm)
               for name, m in layers}
-    for name, score in (unit_scores or {}).items():  # pruned units stay at 0
-        scores[name] = _unit_structure_scores(dict(layers), name, score, granularity) * (scores[name] > 0)
+    if unit_scores and scope != 'local':
+        raise ValueError("unit scores rank the units within each layer: use scope='local'")
+    for name, score in (unit_scores or {}).items():
+        if name not in scores:
+            raise ValueError(f'unknown layer name {name!r} in unit scores; valid names are {list(scores)}')
+        scores[name] = _unit_structure_scores(dict(layers)[name], name, score, granularity, scores[name])
     if scope == 'local':
         rates = validate_rates(model, q)
         keep = {name: _top_share(scores[name], rates[name] / 100) for name in rates}
@@ -86,12 +90,12 @@ def prune_structured(model: nn.Module, q: float | dict[str, float], conv: str = 
     return kept
 
 
-def _unit_structure_scores(layers, name, score, granularity):
-    """A per-unit score shaped as the filter or row scores of layer name."""
-    if name not in layers:
-        raise ValueError(f'unknown layer name {name!r} in unit scores; valid names are {list(layers)}')
-    weight = layers[name].weight
-    kind = _kind(layers[name])
+def _unit_structure_scores(layer, name, score, granularity, weight_scores):
+    """The units of layer (called name) ranked by a score of their own (the highest first, ties to
+    the lower index) as positive scores shaped as its filter or row scores: a unit that
+    scores 0 (silent) still counts towards the percent kept. Pruned units stay at 0."""
+    weight = layer.weight
+    kind = _kind(layer)
     if granularity[kind] not in ('filter', 'row'):
         needed = 'filter' if kind == 'conv' else 'row'
         raise ValueError(f'unit scores rank whole units: {name} needs the {kind} granularity '
@@ -99,7 +103,10 @@ def _unit_structure_scores(layers, name, score, granularity):
     if score.shape != (weight.shape[0],):
         raise ValueError(f'{name} has {weight.shape[0]} units, its unit scores have shape '
                          f'{tuple(score.shape)}')
-    return score.to(weight.device).view(-1, *[1] * (weight.dim() - 1))
+    order = torch.argsort(score.to(weight.device), descending=True, stable=True)
+    rank = torch.empty(len(order), dtype=weight.dtype, device=weight.device)
+    rank[order] = torch.arange(len(order), 0, -1, dtype=weight.dtype, device=weight.device)
+    return rank.view_as(weight_scores) * (weight_scores > 0)
 
 
 def _top_share(score, share):

@@ -41,6 +41,14 @@ def test_scores_are_the_activations_the_next_layer_reads(tiny, batches):
     torch.testing.assert_close(l2['fc1'], fc1.abs().mean(0))  # one position: the norm is |a|
 
 
+def test_empty_batches_change_nothing(tiny, batches):
+    with_empty = [torch.zeros(0, 3, 32, 32), *batches]
+    for statistic in ('mean_abs', 'l2'):
+        assert all(torch.equal(a, b) for a, b in zip(activation_scores(tiny, batches, statistic).values(),
+                                                     activation_scores(tiny, with_empty, statistic).values(),
+                                                     strict=True))
+
+
 def test_scoring_leaves_the_model_as_it_was(tiny, batches):
     tiny.train()
     activation_scores(tiny, batches)
@@ -78,12 +86,26 @@ def test_filters_and_rows_pruned_by_activation(tiny, batches):
     assert torch.equal(filters, scores['conv1'] >= scores['conv1'].sort().values[2])
 
 
+def test_silent_units_count_towards_the_percent_kept(tiny, batches):
+    silence_fc1_unit_0(tiny)
+    scores = activation_scores(tiny, batches)
+    assert (scores['fc1'] == 0).sum() > 1
+    assert prune_structured(tiny, 100, unit_scores=scores) == {'conv1': 100.0, 'fc1': 100.0, 'fc2': 100.0}
+    prune_structured(tiny, {'conv1': 100, 'fc1': 50, 'fc2': 100}, unit_scores=scores)
+    assert torch.equal((tiny.fc1.weight != 0).any(1), scores['fc1'] >= scores['fc1'].sort().values[8])
+    # a second cut ranks the units left; the pruned ones stay out
+    prune_structured(tiny, {'conv1': 100, 'fc1': 25, 'fc2': 100}, unit_scores=scores)
+    assert torch.equal((tiny.fc1.weight != 0).any(1), scores['fc1'] >= scores['fc1'].sort().values[12])
+
+
 def test_unit_scores_need_whole_units_and_one_score_each(tiny, batches):
     scores = activation_scores(tiny, batches)
     with pytest.raises(ValueError, match="conv1 needs the conv granularity 'filter', not 'kernel'"):
         prune_structured(tiny, 50, conv='kernel', unit_scores=scores)
     with pytest.raises(ValueError, match=r'fc1 has 16 units, its unit scores have shape \(3,\)'):
         prune_structured(tiny, 50, unit_scores={'fc1': torch.ones(3)})
+    with pytest.raises(ValueError, match="unit scores rank the units within each layer: use scope='local'"):
+        prune_structured(tiny, 50, scope='global', unit_scores=scores)
     with pytest.raises(ValueError, match="unknown layer name 'fc9'"):
         prune_structured(tiny, 50, unit_scores={'fc9': torch.ones(3)})
     with pytest.raises(ValueError, match=r'fc1 has 16 units, the salience given has shape \(4,\)'):
@@ -99,6 +121,8 @@ def test_copies_of_a_unit_are_found_and_the_first_one_kept(tiny, batches):
         tiny.conv1.weight[2] = tiny.conv1.weight[1]
         tiny.conv1.bias[2] = tiny.conv1.bias[1]
     removed = similar_units(tiny, batches, threshold=0.9999)
+    exact = similar_units(tiny, batches, threshold=1)  # exact copies reach 1
+    assert {k: v.tolist() for k, v in exact.items()} == {k: v.tolist() for k, v in removed.items()}
     assert set(removed) == {'conv1', 'fc1'}  # never the outputs
     assert removed['conv1'].tolist() == [2]
     assert removed['fc1'].tolist() == [8, 10]
@@ -119,5 +143,7 @@ def test_bad_arguments_are_refused(tiny, batches):
         activation_scores(tiny, batches, 'max')
     with pytest.raises(ValueError, match='at least one calibration batch'):
         activation_scores(tiny, [])
+    with pytest.raises(ValueError, match='at least one calibration batch'):
+        similar_units(tiny, [torch.zeros(0, 3, 32, 32)])
     with pytest.raises(ValueError, match=r'threshold is in \(0, 1\], got 1.5'):
         similar_units(tiny, batches, threshold=1.5)
