@@ -203,5 +203,6 @@ def format_pack_table(report):
                  f"({report['dense_bytes']} dense float32 B, {report['ratio']:.2f}x)")
     return '\n'.join(lines)
 
+
 if __name__ == '__main__':
     main()

@@ -76,7 +76,7 @@ import torch
 from .codec import HuffmanCode, HuffmanFormatError, bit_windows, pack_codes, read_varint, varint
 from .files import atomic_write
 from .models import DATASETS, MODELS, build_model
-from .prune import set_mask, units_read
+from .prune import live_units, set_mask, units_read
 from .quantization import check_bits, share_weights
 
 MAGIC = b'DCZ'
@@ -220,11 +220,8 @@ def _layers(model):
 
 
 def _live_units(weights):
-    """Per layer, which units the next layer reads (the last layer's: all)."""
-    live = [np.ones(weights[-1].shape[0], dtype=bool)]
-    for weight, before in zip(reversed(weights[1:]), reversed(weights[:-1]), strict=True):
-        live.insert(0, units_read(torch.from_numpy(weight != 0), before.shape[0]).numpy())
-    return live
+    """live_units of numpy weights, as numpy masks."""
+    return [alive.numpy() for alive in live_units([torch.from_numpy(w) for w in weights])]
 
 
 def strip_dead_units(model: torch.nn.Module) -> torch.nn.Module:
@@ -371,29 +368,25 @@ def _encode_layer(weight, bias, alive, value_dtype, bias_bits):
     flat = (matrix.T if by_column else matrix).reshape(-1)
     positions = np.flatnonzero(flat)
     codebook, value_index = _codebook(flat[positions], value_dtype)
-    buckets, extra = _gap_codes(positions)
-    n_buckets = int(buckets.max()) + 1 if len(buckets) else 0
     live_biases = bias[alive]
     if bias_bits is not None:
         live_biases = share_weights(live_biases, bias_bits)
     bias_part, bias_values, bias_report = _bias_block(_stored(live_biases, value_dtype), value_dtype)
-    head = varint(len(positions)) + varint(len(codebook)) + varint(n_buckets) + varint(bias_values)
     bits = BitWriter()
     bits.raw([int(by_column)], [1])
     sizes = {}
 
     def measure(key, write):
         before = bits.size
-        write()
+        result = write()
         sizes[key] = bits.size - before
+        return result
 
-    measure('position_bits', lambda: bits.codes(bits.table(np.bincount(buckets, minlength=n_buckets),
-                                                           sparse=True), buckets)
-            or bits.raw(extra, buckets))
-    measure('value_bits', lambda: bits.codes(bits.table(np.bincount(value_index,
-                                                                    minlength=len(codebook))),
+    n_buckets = measure('position_bits', lambda: _write_positions(bits, positions))
+    measure('value_bits', lambda: bits.codes(bits.table(np.bincount(value_index, minlength=len(codebook))),
                                              value_index))
     measure('codebook_bits', lambda: bits.numbers(codebook, value_dtype, ascending=True))
+    head = varint(len(positions)) + varint(len(codebook)) + varint(n_buckets) + varint(bias_values)
     bits.extend(bias_part)
     report = {'nonzeros': len(positions), 'values': len(codebook), 'live_units': int(alive.sum()),
               'by_column': bool(by_column), **sizes, **bias_report,
@@ -402,12 +395,22 @@ def _encode_layer(weight, bias, alive, value_dtype, bias_bits):
     return head + bits.bytes(), report
 
 
+def _write_positions(writer, positions):
+    """Write the position code of these positions (ascending): the gaps' buckets (a sparse
+    table, then their codes), then each gap's bits below its leading one. Returns the
+    number of buckets (the largest bucket + 1)."""
+    buckets, extra = _gap_codes(positions)
+    counts = np.bincount(buckets)
+    writer.codes(writer.table(counts, sparse=True), buckets)
+    writer.raw(extra, buckets)
+    return len(counts)
+
+
 def _position_bits(matrix):
     """Bits of the position code of matrix's non-zeros, scanned row by row."""
-    buckets, _ = _gap_codes(np.flatnonzero(matrix.reshape(-1)))
     writer = BitWriter()
-    writer.codes(writer.table(np.bincount(buckets), sparse=True), buckets)
-    return writer.size + int(buckets.sum())
+    _write_positions(writer, np.flatnonzero(matrix.reshape(-1)))
+    return writer.size
 
 
 def _bias_block(biases, value_dtype):
@@ -542,13 +545,12 @@ def _decode_layer_v4(payload, shape, alive, value_dtype, shared_biases, version)
     return _assemble(shape, alive, positions, codebook, value_index, live_bias)
 
 
-def _codebook(values, value_dtype, nonzero=True):
+def _codebook(values, value_dtype):
     """(ascending distinct values as stored, index of each value). Stored as float16, a
     non-zero value keeps its sign and stays non-zero."""
     stored = _stored(values, value_dtype)
-    if nonzero:
-        lost = (stored == 0) & (values != 0)
-        stored[lost] = np.copysign(np.finfo(value_dtype).smallest_subnormal, values[lost])
+    lost = (stored == 0) & (values != 0)
+    stored[lost] = np.copysign(np.finfo(value_dtype).smallest_subnormal, values[lost])
     codebook, index = np.unique(stored, return_inverse=True)
     if len(codebook) > MAX_ALPHABET:
         raise ContainerError(f'{len(codebook)} distinct values in one layer; the container takes '

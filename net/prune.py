@@ -226,6 +226,15 @@ def units_read(live: torch.Tensor, units: int) -> torch.Tensor:
     return per_input.view(units, -1).any(1)
 
 
+def live_units(weights: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Per layer of a chain (the layers' weights in order), which of its output units the
+    next layer reads: its non-zero weights do (every unit of the last layer is live)."""
+    live = [torch.ones(weights[-1].shape[0], dtype=torch.bool)]
+    for weight, before in zip(reversed(weights[1:]), reversed(weights[:-1]), strict=True):
+        live.insert(0, units_read(weight != 0, before.shape[0]))
+    return live
+
+
 def set_mask(module: nn.Module, mask: torch.Tensor) -> None:
     """Set module's weight_mask buffer to mask, registering the buffer the first time."""
     if hasattr(module, 'weight_mask'):

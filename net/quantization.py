@@ -11,7 +11,7 @@ import torch
 from sklearn.cluster import KMeans
 from torch import nn
 
-from .prune import prunable_layers, units_read
+from .prune import live_units, prunable_layers
 
 
 def check_bits(bits: int) -> int:
@@ -101,23 +101,14 @@ def validate_bits(model: nn.Module, bits: int | dict[str, int]) -> dict[str, int
     return {name: check_bits(bits.get(name, 5)) for name in names}
 
 
-def live_biases(model: nn.Module) -> list[tuple[str, nn.Module, torch.Tensor]]:
-    """(name, layer, which units are live) of every conv and fc layer: a unit is live if
-    the next layer reads it (every unit of the last layer is). Assumes a chain of layers."""
-    layers = prunable_layers(model)
-    live = [torch.ones(layers[-1][1].weight.shape[0], dtype=torch.bool)]
-    for (_, layer), (_, before) in zip(reversed(layers[1:]), reversed(layers[:-1]), strict=True):
-        live.insert(0, units_read(layer.weight.data.cpu() != 0, before.weight.shape[0]))
-    return [(name, layer, alive) for (name, layer), alive in zip(layers, live, strict=True)]
-
-
 def apply_bias_sharing(model: nn.Module, bits: int, init: str = 'linear') -> None:
     """Weight-share each conv and fc layer's biases in place, as apply_weight_sharing does
     its weights: k-means over the live units' non-zero biases, 2**bits values, zeros stay
     zero. Dead units' biases (no later weight reads them) become 0: they change nothing
     the network computes, and a .dcz file stores none."""
     check_bits(bits)
-    for _, layer, alive in live_biases(model):
+    layers = [layer for _, layer in prunable_layers(model)]
+    for layer, alive in zip(layers, live_units([layer.weight.data.cpu() for layer in layers]), strict=True):
         if layer.bias is None:
             continue
         bias = layer.bias.data.cpu().numpy().copy()
