@@ -2,11 +2,14 @@
 a unit's (an fc output's or a conv filter's) score from its activations over calibration
 batches, and the units whose activations near-duplicate another's.
 
-A unit's activation is what the network passes on from it: the input of the layer that
-reads it (after its nonlinearity and pooling; for a conv layer read by an fc layer, its
-slice of the flattened input, channel-major), and for the last layer its own output. So a
-unit whose weights are large but whose output a ReLU always zeroes scores 0, where a
-weight norm would keep it.
+In a chain of layers (PruningModule.chain) a unit's activation is what the network passes
+on from it: the input of the layer that reads it (after its nonlinearity and pooling; for
+a conv layer read by an fc layer, its slice of the flattened input, channel-major), and
+for the last layer its own output. So a unit whose weights are large but whose output a
+ReLU always zeroes scores 0, where a weight norm would keep it. In any other network
+(ResNet-18: a skip connection adds to what a block's last conv passes on) it is the
+unit's own output: that of the batch norm right after the layer, when one follows it,
+else the layer's.
 
     scores = activation_scores(model, batches, 'l2')   # {layer: one score per unit}
     model.keep_units('fc1', 100, salience=scores['fc1'])
@@ -17,7 +20,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from .prune import prunable_layers
+from .prune import is_chain, prunable_layers
 
 STATISTICS = ('mean_abs', 'l2')
 
@@ -78,15 +81,7 @@ def _record(model, batches, add):
     """Run model over batches, in eval mode and without gradients, calling add(layer
     name, activations as (N, units, positions)) for every layer; yield each batch size.
     ValueError if no batch holds a sample."""
-    layers = prunable_layers(model)
-    hooks = []
-    for (name, layer), (_, reader) in zip(layers[:-1], layers[1:], strict=True):
-        def read(_, inputs, name=name, units=layer.weight.shape[0]):
-            add(name, inputs[0].reshape(len(inputs[0]), units, -1))
-        hooks.append(reader.register_forward_pre_hook(read))
-    last, out = layers[-1]
-    hooks.append(out.register_forward_hook(
-        lambda _, __, output: add(last, output.reshape(len(output), output.shape[1], -1))))
+    hooks = _hooks(model, add)
     device = next(model.parameters()).device
     training = model.training
     model.eval()
@@ -105,3 +100,42 @@ def _record(model, batches, add):
         model.train(training)
         for hook in hooks:
             hook.remove()
+
+
+def _hooks(model, add):
+    """Hooks that call add(layer name, activations (N, units, positions)) of every
+    prunable layer's units (see the module docstring for where they are read)."""
+    layers = prunable_layers(model)
+    readers = _readers(model, layers)
+
+    def output_hook(name):
+        return lambda _, __, output: add(name, output.reshape(len(output), output.shape[1], -1))
+
+    hooks = []
+    for name, layer in layers:
+        reader = readers.get(name)
+        if reader is None:
+            hooks.append(layer.register_forward_hook(output_hook(name)))
+        elif isinstance(reader, nn.modules.batchnorm._BatchNorm):
+            hooks.append(reader.register_forward_hook(output_hook(name)))
+        else:
+            def read(_, inputs, name=name, units=layer.weight.shape[0]):
+                add(name, inputs[0].reshape(len(inputs[0]), units, -1))
+            hooks.append(reader.register_forward_pre_hook(read))
+    return hooks
+
+
+def _readers(model, layers):
+    """{layer name: the module whose input (a layer) or output (a batch norm) holds its
+    units' activations}; the layers read from their own output are left out."""
+    if is_chain(model):
+        return {name: reader for (name, _), (_, reader) in zip(layers[:-1], layers[1:], strict=True)}
+    leaves = [(name, m) for name, m in model.named_modules() if not list(m.children())]
+    after = {name: leaves[i + 1][1] for i, (name, _) in enumerate(leaves[:-1])}
+    norms = {}
+    for name, layer in layers:
+        follower = after.get(name)
+        if (isinstance(follower, nn.modules.batchnorm._BatchNorm)
+                and follower.num_features == layer.weight.shape[0]):
+            norms[name] = follower
+    return norms

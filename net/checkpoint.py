@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from .files import atomic_write
-from .models import DATASETS, MODELS, build_model, check_model, describe
+from .models import DATASETS, MODELS, BasicBlock, build_model, check_model, describe
 
-SAFE_CLASSES = [*MODELS.values(), nn.Conv2d, nn.Linear]
+SAFE_CLASSES = [*MODELS.values(), BasicBlock, nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.Sequential]
 
 
 class CheckpointError(Exception):
@@ -118,11 +118,12 @@ def _settings(module):
 def check_values(model: nn.Module, path: str) -> None:
     """Refuse NaN or infinite parameters and masks that are not 0/1 of their weight's shape
     with zeros under their zeros; convert float64, float16 and bfloat16 to float32 (noted)."""
-    other = sorted({str(t.dtype) for t in [*model.parameters(), *model.buffers()]
-                    if t.dtype != torch.float32})
-    if any(not t.dtype.is_floating_point for t in [*model.parameters(), *model.buffers()]):
+    tensors = [t for name, t in model.state_dict().items()
+               if not name.endswith('num_batches_tracked')]  # batch norm's step counter: int64
+    other = sorted({str(t.dtype) for t in tensors if t.dtype != torch.float32})
+    if any(not t.dtype.is_floating_point for t in tensors):
         raise CheckpointError(f'{path} holds {", ".join(other)} tensors; a model of this project '
-                              'holds float32 parameters and masks')
+                              'holds float32 parameters, statistics and masks')
     if other:
         print(f'note: {path} holds {", ".join(other)} tensors; converted to float32')
         model.float()
@@ -162,11 +163,13 @@ def check_architecture(model: object, path: str) -> None:
         reference = build_model(model.arch, model.dataset)
     expected = {k: v.shape for k, v in reference.state_dict().items()}
     what = 'the homework AlexNet' if describe(model) == 'alexnet for cifar10' else describe(model)
-    for name, param in model.named_parameters():
-        if name not in expected or expected[name] != param.shape:
-            raise CheckpointError(f"{path} is not {what}: parameter {name} has "
-                                  f"shape {tuple(param.shape)}")
-    missing = sorted(set(expected) - {n for n, _ in model.named_parameters()})
+    tensors = {name: tensor for name, tensor in model.state_dict().items()
+               if not name.endswith('weight_mask')}
+    for name, tensor in tensors.items():
+        if name not in expected or expected[name] != tensor.shape:
+            raise CheckpointError(f"{path} is not {what}: {name} has "
+                                  f"shape {tuple(tensor.shape)}")
+    missing = sorted(set(expected) - set(tensors))
     if missing:
         raise CheckpointError(f"{path} is not {what}: missing {missing}")
     check_attributes(model, reference, path)

@@ -52,13 +52,25 @@ The CRCs cover every section; the magic and version byte before them are checked
 value, and from version 3 on the header's CRC covers them too. Versions 1 to 3 check
 each section alone.
 
-Only live units are stored. Saving first removes, without changing the network's
+After the layers, a tensors section (tag 'T') holds every other tensor of the model's
+state but the masks (batch-norm weights and running statistics, any other buffer), only
+in files of models that have such tensors: varint count, then per tensor its name, dtype
+byte (1: float32, 3: int64), varint rank and dimensions, an int64 tensor's values as
+zigzag varints; then a bitstream of every float32 tensor's values as numbers (above).
+A layer without a bias is stored with zero biases (a few bits), and decoded so.
+
+Only live units are stored. In a chain of layers (a model whose ``chain`` is True, as
+this project's AlexNet, LeNets and VGG-16), saving first removes, without changing the network's
 function, every unit that no later weight reads: its incoming weights and bias are
 zeroed. The last layer's units are all live; a layer's live units are then those the
 next layer reads, so the decoder, working from the last layer back, knows them before
 it reads a layer: positions range over live units only and dead units need no bias.
 Loading returns that cleaned model exactly (bit for bit; cleaning also turns -0.0
-weights into +0.0).
+weights into +0.0). In any other model (ResNet-18, a model of your own) every unit is live.
+
+Any nn.Module can be stored: a model of this project's zoo is rebuilt from the names in
+the header; another is loaded into a fresh instance of its class that the caller gives
+(``load_compressed(path, model=MyNet())``), whose layer names and shapes must match.
 
 Lossy options, off by default: ``float16`` stores codebooks and biases as float16;
 ``bias_bits`` weight-shares each layer's live biases (k-means: 2**bias_bits non-zero
@@ -76,7 +88,7 @@ import torch
 from .codec import HuffmanCode, HuffmanFormatError, bit_windows, pack_codes, read_varint, varint
 from .files import atomic_write
 from .models import DATASETS, MODELS, build_model
-from .prune import live_units, set_mask, units_read
+from .prune import is_chain, live_units, prunable_layers, set_mask, units_read
 from .quantization import check_bits, share_weights
 
 MAGIC = b'DCZ'
@@ -85,7 +97,8 @@ MAGIC = b'DCZ'
 MAX_FILE_BYTES = 1 << 30
 VERSION = 5
 READABLE_VERSIONS = (1, 2, 3, 4, 5)
-HEADER, LAYER = b'H', b'L'
+HEADER, LAYER, TENSORS = b'H', b'L', b'T'
+TENSOR_DTYPES = {np.dtype('float32'): 1, np.dtype('int64'): 3}
 FLOAT16, SHARED_BIASES = 1, 2  # header flag bits (SHARED_BIASES: versions 1 to 4)
 LENGTH_BITS = 4
 MAX_CODE_LENGTH = (1 << LENGTH_BITS) - 1
@@ -114,8 +127,10 @@ def save_compressed(model: torch.nn.Module, path: str, float16: bool = False,
     return report
 
 
-def load_compressed(path: str, device: str | torch.device = 'cpu') -> torch.nn.Module:
-    """The model stored in a .dcz file, with masks marking its non-zeros."""
+def load_compressed(path: str, device: str | torch.device = 'cpu',
+                    model: torch.nn.Module | None = None) -> torch.nn.Module:
+    """The model stored in a .dcz file, with masks marking its non-zeros: a new model of
+    the zoo, or `model` (a fresh instance of the stored model's class) filled in."""
     try:
         with open(path, 'rb') as f:
             if f.read(len(MAGIC)) != MAGIC:
@@ -129,16 +144,15 @@ def load_compressed(path: str, device: str | torch.device = 'cpu') -> torch.nn.M
                              '`python huffman_encode.py --pack PATH`') from None
     except OSError as err:
         raise ContainerError(f'cannot read {path}: {err.strerror}') from None
-    return decode_model(data, path).to(device)
+    return decode_model(data, path, model).to(device)
 
 
 def architecture_name(model: torch.nn.Module) -> str:
-    """The registry name of model's class (the file stores it, loading rebuilds it)."""
+    """The registry name of a zoo model's class (loading rebuilds it), else the class's
+    name (loading fills in an instance the caller gives)."""
     arch = getattr(model, 'arch', None)
-    if MODELS.get(arch) is not type(model):
-        raise ContainerError(f'cannot store a {type(model).__name__}: the container knows '
-                             f'{sorted(MODELS)}')
-    return arch
+    return arch if MODELS.get(arch) is type(model) else type(model).__name__
+
 
 
 def encode_model(model: torch.nn.Module, float16: bool = False,
@@ -151,41 +165,52 @@ def encode_model(model: torch.nn.Module, float16: bool = False,
     clean = strip_dead_units(model)
     layers = _layers(clean)
     weights = [layer.weight.detach().cpu().numpy() for _, layer in layers]
-    biases = [layer.bias.detach().cpu().numpy() for _, layer in layers]
+    biases = [_bias(layer) for _, layer in layers]
     for (name, _), weight, bias in zip(layers, weights, biases, strict=True):
         if not (np.isfinite(weight).all() and np.isfinite(bias).all()):
             raise ContainerError(f'layer {name} holds NaN or infinite values; cannot store it')
-    live = _live_units(weights)
+    live = _live_units(weights) if is_chain(clean) else [np.ones(len(b), dtype=bool) for b in biases]
     flags = FLOAT16 if float16 else 0
     value_dtype = np.dtype('<f2' if float16 else '<f4')
-    header = _header_payload(arch, model.dataset, flags, layers)
+    header = _header_payload(arch, getattr(model, 'dataset', ''), flags, layers)
     sections, rows = [(HEADER, header)], []
     for (name, _), weight, bias, alive in zip(layers, weights, biases, live, strict=True):
         payload, row = _encode_layer(weight, bias, alive, value_dtype, bias_bits)
         sections.append((LAYER, payload))
         rows.append({'layer': name, 'dense_bytes': 4 * (weight.size + bias.size), **row,
                      'bytes': len(_section(LAYER, payload))})
+    tensors = other_tensors(clean)
+    if tensors:
+        sections.append((TENSORS, _tensors_payload(tensors)))
     data = frame(VERSION, sections)
     dense = sum(4 * p.numel() for p in model.parameters())
-    report = {'architecture': arch, 'dataset': model.dataset, 'float16': float16, 'bias_bits': bias_bits,
-              'header_bytes': len(data) - sum(r['bytes'] for r in rows), 'layers': rows,
-              'bytes': len(data), 'dense_bytes': dense, 'ratio': dense / len(data)}
+    tensor_bytes = len(_section(TENSORS, sections[-1][1])) if tensors else 0
+    report = {'architecture': arch, 'dataset': getattr(model, 'dataset', ''), 'float16': float16,
+              'bias_bits': bias_bits, 'tensor_bytes': tensor_bytes,
+              'header_bytes': len(data) - sum(r['bytes'] for r in rows) - tensor_bytes,
+              'layers': rows, 'bytes': len(data), 'dense_bytes': dense, 'ratio': dense / len(data)}
     return data, report
 
 
-def decode_model(data: bytes, path: str = 'model.dcz') -> torch.nn.Module:
-    """The model encoded in data (bytes of a .dcz file); ContainerError if it is not one."""
+def decode_model(data: bytes, path: str = 'model.dcz',
+                 model: torch.nn.Module | None = None) -> torch.nn.Module:
+    """The model encoded in data (bytes of a .dcz file), or `model` filled in with it (see
+    load_compressed); ContainerError if it is not one, or not that model's."""
     version, sections = _split_sections(bytes(data), path)
     try:
         arch, dataset, flags, shapes = _parse_header(sections[0][1], version)
     except (Corrupt, HuffmanFormatError, UnicodeDecodeError, IndexError):
         raise ContainerError(f'{path}: corrupt header section') from None
-    model = _build(arch, dataset, shapes, path)
+    model = _build(arch, dataset, shapes, path) if model is None else _fits(model, arch, shapes, path)
     layers = _layers(model)
-    if len(sections) != 1 + len(layers):
-        raise ContainerError(f'{path}: {len(sections) - 1} layer sections for '
-                             f'{len(layers)} layers (truncated or corrupt)')
+    tensors = other_tensors(model)
+    if len(sections) != 1 + len(layers) + bool(tensors):
+        raise ContainerError(f'{path}: {len(sections) - 1} sections for {len(layers)} layers'
+                             f'{" and their tensors" if tensors else ""} (truncated or corrupt)')
+    if tensors:
+        _load_tensors(sections[-1], tensors, path)
     value_dtype = np.dtype('<f2' if flags & FLOAT16 else '<f4')
+    chain = is_chain(model)
     alive = np.ones(layers[-1][1].weight.shape[0], dtype=bool)
     for i in reversed(range(len(layers))):
         (name, layer), (tag, payload) = layers[i], sections[1 + i]
@@ -198,25 +223,104 @@ def decode_model(data: bytes, path: str = 'model.dcz') -> torch.nn.Module:
         # such input are reported as the same one-line refusal.
         except (Corrupt, HuffmanFormatError, ValueError, IndexError) as err:
             raise ContainerError(f'{path}: layer {name}: corrupt data ({err})') from None
+        if layer.bias is None and bias.any():
+            raise ContainerError(f'{path}: layer {name} has no bias, the file gives it one '
+                                 '(another model, or corrupt)')
         with torch.no_grad():
             layer.weight.copy_(torch.from_numpy(weight))
-            layer.bias.copy_(torch.from_numpy(bias))
+            if layer.bias is not None:
+                layer.bias.copy_(torch.from_numpy(bias))
         set_mask(layer, (layer.weight != 0).to(layer.weight.dtype))
         if i:
-            alive = units_read(layer.weight != 0, layers[i - 1][1].weight.shape[0]).numpy()
+            units = layers[i - 1][1].weight.shape[0]
+            alive = (units_read(layer.weight != 0, units).numpy() if chain
+                     else np.ones(units, dtype=bool))
     return model
 
 
 # ---------------------------------------------------------------- model structure
 def _layers(model):
-    """[(name, layer)] of the prunable layers; refuses parameters the file cannot hold."""
-    layers = model.prunable_layers()
-    stored = {f'{name}.{p}' for name, _ in layers for p in ('weight', 'bias')}
-    other = [name for name, _ in model.named_parameters() if name not in stored]
-    if other or any(layer.bias is None for _, layer in layers):
-        raise ContainerError(f'cannot store {type(model).__name__}: the container holds '
-                             f'conv/fc weights and biases only, not {other or "bias-free layers"}')
+    """[(name, layer)] of the prunable (conv and fc) layers."""
+    layers = prunable_layers(model)
+    if not layers:
+        raise ContainerError(f'cannot store a {type(model).__name__}: it has no conv or fc layer')
     return layers
+
+
+def _bias(layer):
+    """A layer's bias as numpy, zeros for a layer without one."""
+    if layer.bias is None:
+        return np.zeros(layer.weight.shape[0], dtype=np.float32)
+    return layer.bias.detach().cpu().numpy()
+
+
+def other_tensors(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """[(name, tensor)] of model's state but the conv/fc weights and biases and the masks,
+    in state order: what the tensors section holds."""
+    layers = {f'{name}.{part}' for name, _ in prunable_layers(model) for part in ('weight', 'bias')}
+    return [(name, tensor) for name, tensor in model.state_dict(keep_vars=True).items()
+            if name not in layers and not name.endswith('weight_mask')]
+
+
+def _tensors_payload(tensors):
+    out, bits = [varint(len(tensors))], BitWriter()
+    for name, tensor in tensors:
+        values = tensor.detach().cpu().numpy()
+        if values.dtype not in TENSOR_DTYPES:
+            raise ContainerError(f'cannot store {name}: a {values.dtype} tensor (the container '
+                                 'holds float32 and int64 ones); convert it with .float()')
+        if values.dtype == np.float32 and not np.isfinite(values).all():
+            raise ContainerError(f'{name} holds NaN or infinite values; cannot store it')
+        out += [_text(name), bytes([TENSOR_DTYPES[values.dtype]]), varint(values.ndim),
+                *(varint(d) for d in values.shape)]
+        if values.dtype == np.int64:
+            zigzag = (values.reshape(-1) << 1) ^ (values.reshape(-1) >> 63)
+            out += [varint(int(v)) for v in zigzag.astype(np.uint64)]
+        else:
+            bits.numbers(values.reshape(-1), np.dtype('<f4'))
+    return b''.join(out) + bits.bytes()
+
+
+def _load_tensors(section, tensors, path):
+    """Copy the tensors section's values into the model's tensors, after checking that its
+    names, dtypes and shapes are theirs."""
+    tag, payload = section
+    codes = {code: dtype for dtype, code in TENSOR_DTYPES.items()}
+    try:
+        if tag != TENSORS:
+            raise Corrupt(f'section {tag!r}')
+        count, pos = read_varint(payload, 0, 'tensors')
+        stored = []
+        for _ in range(min(count, len(payload))):
+            name, pos = _read_text(payload, pos)
+            dtype = codes.get(payload[pos])
+            ndim, pos = read_varint(payload, pos + 1, 'tensors')
+            dims = []
+            for _ in range(min(ndim, len(payload))):
+                d, pos = read_varint(payload, pos, 'tensors')
+                dims.append(d)
+            ints = []
+            if dtype == np.int64:
+                for _ in range(min(int(np.prod(dims)), len(payload))):
+                    v, pos = read_varint(payload, pos, 'tensors')
+                    ints.append((v >> 1) ^ -(v & 1))
+            stored.append((name, dtype, tuple(dims), ints))
+        expected = [(name, t.detach().cpu().numpy().dtype, tuple(t.shape)) for name, t in tensors]
+        if [entry[:3] for entry in stored] != expected:
+            raise ContainerError(f'{path}: the file\'s other tensors {[(n, tuple(s)) for n, _, s, _ in stored]} '
+                                 f'are not the model\'s {[(n, s) for n, _, s in expected]}')
+        bits = BitReader(payload[pos:])
+        values = [np.array(ints, dtype=np.int64) if dtype == np.int64
+                  else bits.numbers(int(np.prod(shape)), np.dtype('<f4'))
+                  for _, dtype, shape, ints in stored]
+        bits.finish()
+    except (Corrupt, HuffmanFormatError, UnicodeDecodeError, IndexError, ValueError) as err:
+        if isinstance(err, ContainerError):
+            raise
+        raise ContainerError(f'{path}: corrupt tensors section ({err})') from None
+    with torch.no_grad():
+        for (_, tensor), array in zip(tensors, values, strict=True):
+            tensor.copy_(torch.from_numpy(array.reshape(tensor.shape)))
 
 
 def _live_units(weights):
@@ -232,6 +336,8 @@ def strip_dead_units(model: torch.nn.Module) -> torch.nn.Module:
     for _, layer in layers:
         layer.weight.data[layer.weight.data == 0] = 0.0  # -0.0 too: stored as no weight
         set_mask(layer, (layer.weight.data != 0).to(layer.weight.dtype))
+    if not is_chain(clean):
+        return clean
     try:
         clean.prune_dead_units()
         live = _live_units([layer.weight.detach().numpy() for _, layer in layers])
@@ -244,12 +350,20 @@ def strip_dead_units(model: torch.nn.Module) -> torch.nn.Module:
 
 def _build(arch, dataset, shapes, path):
     if arch not in MODELS:
-        raise ContainerError(f'{path}: unknown architecture {arch!r}; this version knows '
-                             f'{sorted(MODELS)}')
+        raise ContainerError(f'{path}: {arch!r} is not a model of this project\'s zoo '
+                             f'({", ".join(sorted(MODELS))}): load it into a fresh instance of '
+                             'its class, load_compressed(path, model=...)')
     if dataset not in DATASETS:
         raise ContainerError(f'{path}: unknown dataset {dataset!r}; this version knows '
                              f'{sorted(DATASETS)}')
-    model = build_model(arch, dataset)
+    return _fits(build_model(arch, dataset), arch, shapes, path)
+
+
+def _fits(model, arch, shapes, path):
+    """model, if it is the file's architecture with the file's layer names and shapes."""
+    if architecture_name(model) != arch:
+        raise ContainerError(f'{path} holds a {arch}, not a {architecture_name(model)}: load it '
+                             f'into a fresh {arch}')
     expected = [(name, tuple(layer.weight.shape)) for name, layer in _layers(model)]
     if expected != shapes:
         raise ContainerError(f'{path}: architecture mismatch: the file has layers {shapes}, '

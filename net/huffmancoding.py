@@ -10,6 +10,8 @@ File layout (little header, so a truncated or foreign file is refused, not misre
     codebook: b'HT' | dtype byte | varint leaf count | tree bits, zero-padded
     stream:   b'HS' | dtype byte | varint symbol count | code bits, zero-padded
     bias:     b'HB' | varint value count | raw little-endian float32
+    raw:      b'HR' | dtype byte | varint value count | raw little-endian values
+              (any other tensor that is not float32, e.g. batch norm's int64 step count)
 
 Beside the streams, manifest.json lists every file with its size and SHA-256, and every
 parameter's name, shape and dtype: huffman_decode_model checks it all before it touches a
@@ -18,7 +20,9 @@ decoded into other weights.
 
 Layers: fc weights as CSR (rows < cols) or CSC, three streams (data, indices, indptr
 differences); conv weights as the CSR of every (W, H) kernel, four concatenated streams
-(data, non-zeros per kernel, column indices, row counts); biases raw.
+(data, non-zeros per kernel, column indices, row counts); biases raw, and so every other
+tensor of the model's state (batch-norm weights, running statistics, other buffers; the
+pruning masks are not stored: decoding leaves the model's own).
 """
 from __future__ import annotations
 
@@ -47,9 +51,9 @@ from .files import temp_dir, temp_name
 if TYPE_CHECKING:  # for annotations only: the module itself loads torch when it stores weights
     import torch
 
-DTYPE_CODES = {np.dtype('float32'): 1, np.dtype('int32'): 2}
+DTYPE_CODES = {np.dtype('float32'): 1, np.dtype('int32'): 2, np.dtype('int64'): 3}
 DTYPES = {code: dtype for dtype, code in DTYPE_CODES.items()}
-TREE_MAGIC, STREAM_MAGIC, BIAS_MAGIC = b'HT', b'HS', b'HB'
+TREE_MAGIC, STREAM_MAGIC, BIAS_MAGIC, RAW_MAGIC = b'HT', b'HS', b'HB', b'HR'
 MANIFEST = 'manifest.json'
 MANIFEST_FORMAT = 'homework-encodings/1'
 LEAF_BITS = 32
@@ -312,10 +316,17 @@ def conv_streams(weight: np.ndarray, name: str) -> list[tuple[str, np.ndarray]]:
             (f'{name}_conv_indptr', row_counts)]
 
 
+def stored_tensors(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """[(name, tensor)] of everything huffman_encode_model stores: the parameters, then the
+    buffers but the pruning masks (batch norm's running statistics, for one)."""
+    buffers = [(name, b) for name, b in model.named_buffers() if not name.endswith('weight_mask')]
+    return [*model.named_parameters(), *buffers]
+
+
 def model_streams(model: torch.nn.Module) -> list[tuple[str, np.ndarray]]:
     """[(prefix, array)] of every weight stream of model, as huffman_encode_model writes them."""
     streams = []
-    for name, param in model.named_parameters():
+    for name, param in stored_tensors(model):
         if param.dim() in (2, 4):
             make = fc_streams if param.dim() == 2 else conv_streams
             streams += make(_numpy(param), name)
@@ -328,14 +339,14 @@ def minimum_compressed_bytes(model: torch.nn.Module) -> int:
     every stream, i.e. per conv kernel and kernel row, per fc indptr entry, and two per
     non-zero weight (its value and its index)."""
     bits = 0
-    for param in model.parameters():
+    for _, param in stored_tensors(model):
         if param.dim() == 4:
             kernels, rows = param.shape[0] * param.shape[1], param.shape[2]
             bits += kernels * (1 + rows)
         elif param.dim() == 2:
             bits += min(param.shape)  # CSR over rows if rows < cols, else CSC over columns
         else:
-            bits += 32 * param.numel()
+            bits += 8 * param.element_size() * param.numel()
             continue
         bits += 2 * int(param.count_nonzero())
     return -(-bits // 8)
@@ -406,23 +417,37 @@ def _sparse_to_dense(data, indices, counts, major, minor, name):
 
 
 def dump_bias(param: torch.Tensor, name: str, directory: str) -> tuple[int, int]:
-    """Write a bias raw (float32, no pickle); return (original, compressed) bytes."""
-    bias = _numpy(param).astype('<f4').reshape(-1)
-    return bias.nbytes, _write_file(os.path.join(directory, f'{name}.bin'),
-                                    BIAS_MAGIC + varint(len(bias)) + bias.tobytes())
+    """Write a bias (or any tensor) raw, no pickle: float32 as a bias file, another dtype
+    as a raw file that names it; return (original, compressed) bytes."""
+    values = _numpy(param).reshape(-1)
+    if values.dtype == np.float32:
+        head = BIAS_MAGIC
+    else:
+        head = RAW_MAGIC + bytes([DTYPE_CODES[values.dtype]])
+    values = values.astype(values.dtype.newbyteorder('<'))
+    return values.nbytes, _write_file(os.path.join(directory, f'{name}.bin'),
+                                      head + varint(len(values)) + values.tobytes())
 
 
 def load_bias(param: torch.Tensor, name: str, directory: str) -> None:
-    """Read a bias written by dump_bias into param.data, after checking its header and size."""
+    """Read a tensor written by dump_bias into param.data, after checking its header, dtype
+    and size."""
     path = os.path.join(directory, f'{name}.bin')
     buf = _read_file(path)
-    if buf[:2] != BIAS_MAGIC:
+    if buf[:2] == BIAS_MAGIC:
+        dtype, pos = np.dtype('<f4'), 2
+    elif buf[:2] == RAW_MAGIC and len(buf) > 2 and buf[2] in DTYPES:
+        dtype, pos = DTYPES[buf[2]].newbyteorder('<'), 3
+    else:
         raise HuffmanFormatError(f'{path}: not a bias file of this project (bad magic)')
-    count, pos = read_varint(buf, 2, path)
-    if count != param.numel() or len(buf) - pos != 4 * count:
+    if dtype.newbyteorder('=') != _numpy(param).dtype:
+        raise HuffmanFormatError(f'{path}: holds {dtype.name} values; {name} is '
+                                 f'{_numpy(param).dtype.name} (wrong model)')
+    count, pos = read_varint(buf, pos, path)
+    if count != param.numel() or len(buf) - pos != dtype.itemsize * count:
         raise HuffmanFormatError(f'{path}: holds {len(buf) - pos} bytes for {count} values; '
                                  f'the layer has {param.numel()} (wrong model or truncated)')
-    _store(param, np.frombuffer(buf, dtype='<f4', offset=pos).reshape(tuple(param.shape)).copy())
+    _store(param, np.frombuffer(buf, dtype=dtype, offset=pos).reshape(tuple(param.shape)))
 
 
 def _numpy(param):
@@ -430,8 +455,10 @@ def _numpy(param):
 
 
 def _store(param, array):
+    """Copy a numpy array (float32 unless param is another dtype) into param.data."""
     import torch
-    param.data.copy_(torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)))
+    dtype = np.float32 if param.dtype.is_floating_point else array.dtype.newbyteorder('=')
+    param.data.copy_(torch.from_numpy(np.array(array, dtype=dtype)))
 
 
 # ---------------------------------------------------------------- whole model
@@ -451,7 +478,7 @@ def huffman_encode_model(model: torch.nn.Module, directory: str = 'encodings/',
         _move_aside(directory)
     tmp = temp_dir(os.path.dirname(os.path.abspath(directory)), 'encodings')
     try:
-        rows = [_encode_parameter(name, param, tmp) for name, param in model.named_parameters()]
+        rows = [_encode_parameter(name, param, tmp) for name, param in stored_tensors(model)]
         manifest_bytes = _write_manifest(model, tmp)
         _replace_directory(tmp, directory)
     except BaseException:
@@ -502,7 +529,7 @@ def _headed_as_ours(path):
     if not (path.endswith('.bin') and os.path.isfile(path)):
         return False
     with open(path, 'rb') as f:
-        return f.read(2) in (TREE_MAGIC, STREAM_MAGIC, BIAS_MAGIC)
+        return f.read(2) in (TREE_MAGIC, STREAM_MAGIC, BIAS_MAGIC, RAW_MAGIC)
 
 
 def _move_aside(directory):
@@ -528,7 +555,7 @@ def _write_manifest(model, directory):
         'format': MANIFEST_FORMAT,
         'parameters': [{'name': name, 'shape': list(param.shape),
                         'dtype': str(param.dtype).removeprefix('torch.')}
-                       for name, param in model.named_parameters()],
+                       for name, param in stored_tensors(model)],
         'files': {name: {'bytes': os.path.getsize(os.path.join(directory, name)),
                          'sha256': _file_digest(os.path.join(directory, name))}
                   for name in sorted(os.listdir(directory))}}
@@ -575,7 +602,7 @@ def check_encodings(model: torch.nn.Module, directory: str = 'encodings/') -> No
                                      f'differs from {MANIFEST}): encode again')
     expected = [(p['name'], tuple(p['shape']), p['dtype']) for p in manifest['parameters']]
     actual = [(name, tuple(param.shape), str(param.dtype).removeprefix('torch.'))
-              for name, param in model.named_parameters()]
+              for name, param in stored_tensors(model)]
     if actual != expected:
         first = next((a, e) for a, e in itertools.zip_longest(actual, expected) if a != e)
         raise HuffmanFormatError(f'{directory} holds parameters for another model: the model has '
@@ -621,12 +648,14 @@ def _replace_directory(new, target):
 
 def format_table(rows: list[dict]) -> str:
     """The slides' table: name | original bytes | compressed bytes | improvement | percent."""
-    lines = [f"{'Layer':<15} | {'original bytes':>14} | {'compressed bytes':>16} | "
-             f"{'improvement':>11} | {'percent':>7}", '-' * 76]
+    width = max(15, *(len(r['name']) for r in rows))  # the slides' 15, or the longest name
+    rule = '-' * (width + 61)
+    lines = [f"{'Layer':<{width}} | {'original bytes':>14} | {'compressed bytes':>16} | "
+             f"{'improvement':>11} | {'percent':>7}", rule]
     for r in rows:
         if r['name'] == 'total':
-            lines.append('-' * 76)
-        lines.append(f"{r['name']:<15} | {r['original']:14} | {r['compressed']:16} | "
+            lines.append(rule)
+        lines.append(f"{r['name']:<{width}} | {r['original']:14} | {r['compressed']:16} | "
                      f"{r['original'] / r['compressed']:10.2f}x | "
                      f"{100 * r['compressed'] / r['original']:6.2f}%")
     return '\n'.join(lines)
@@ -636,7 +665,7 @@ def huffman_decode_model(model: torch.nn.Module, directory: str = 'encodings/') 
     """Load every parameter of model from the files written by huffman_encode_model, once
     check_encodings has found them complete and unchanged."""
     check_encodings(model, directory)
-    for name, param in model.named_parameters():
+    for name, param in stored_tensors(model):
         if param.dim() == 4:
             huffman_decode_conv(param, name, directory)
         elif param.dim() == 2:

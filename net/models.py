@@ -1,5 +1,6 @@
-"""The models: AlexNet for CIFAR-10 with the homework's exact layer shapes, and the paper's
-other networks (LeNet-300-100, LeNet-5, VGG-16), each buildable for every dataset.
+"""The models: AlexNet for CIFAR-10 with the homework's exact layer shapes, the paper's
+other networks (LeNet-300-100, LeNet-5, VGG-16), and ResNet-18 (the CIFAR variant, with
+batch normalisation and skip connections), each buildable for every dataset.
 
 ``build_model(arch, dataset)`` makes a model for a dataset's image channels, size and
 classes, and records both names on it (``model.arch``, ``model.dataset``); they travel
@@ -172,7 +173,70 @@ class VGG16(PruningModule):
         return _log_probabilities(self.fc8(x))
 
 
-MODELS = {cls.arch: cls for cls in (AlexNet, LeNet300, LeNet5, VGG16)}
+class BasicBlock(nn.Module):
+    """Two 3x3 conv + batch-norm layers and a skip connection (a 1x1 conv + batch norm,
+    `downsample`, where the stride or the width changes), as in torchvision's ResNet."""
+
+    def __init__(self, in_channels, channels, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.downsample = None
+        if stride != 1 or in_channels != channels:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(channels))
+
+    def forward(self, x):
+        skip = x if self.downsample is None else self.downsample(x)
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + skip)
+
+
+RESNET18_WIDTHS = (64, 128, 256, 512)
+
+
+class ResNet18(PruningModule):
+    """ResNet-18 for 32x32 images (He et al. 2016, the CIFAR variant: a 3x3 stem conv1 and
+    no max pooling), then layer1..layer4 of two BasicBlocks each and fc; 11,173,962
+    parameters for CIFAR-10. Its layers are not a chain (skip connections), so the steps
+    that assume one refuse it (``chain = False``)."""
+    arch = 'resnet18'
+    input_size = 32
+    fixed_size = False  # global average pooling: any image size
+    chain = False
+
+    def __init__(self, num_classes=10, in_channels=3, image_size=32):
+        super().__init__()
+        self.input_size = image_size
+        self.conv1 = nn.Conv2d(in_channels, 64, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        channels = 64
+        for i, width in enumerate(RESNET18_WIDTHS, 1):
+            stride = 1 if i == 1 else 2
+            setattr(self, f'layer{i}', nn.Sequential(BasicBlock(channels, width, stride),
+                                                      BasicBlock(width, width, 1)))
+            channels = width
+        self.fc = nn.Linear(channels, num_classes)
+        for name, layer in self.prunable_layers():
+            if isinstance(layer, nn.Conv2d):
+                nn.init.kaiming_normal_(layer.weight, mode='fan_out', nonlinearity='relu')
+        # Percent kept: 10 in the layers that hold nearly all the weights; more in the
+        # small, sensitive stem and classifier.
+        self.default_rates = dict.fromkeys(dict(self.prunable_layers()), 10) | {'conv1': 80, 'fc': 50}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities of the classes for a batch of images x."""
+        x = F.relu(self.bn1(self.conv1(x)))
+        for i in range(1, len(RESNET18_WIDTHS) + 1):
+            x = getattr(self, f'layer{i}')(x)
+        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return _log_probabilities(self.fc(x))
+
+
+MODELS = {cls.arch: cls for cls in (AlexNet, LeNet300, LeNet5, VGG16, ResNet18)}
 
 
 def build_model(arch: str = 'alexnet', dataset: str = 'cifar10') -> nn.Module:

@@ -22,6 +22,10 @@ class PruningModule(nn.Module):
     """Base class of prunable models: every conv and fc layer can be pruned."""
     # What build_model records per instance; checkpoints saved before it were all CIFAR-10.
     dataset = 'cifar10'
+    # The prunable layers form a chain, each reading the one before's output (flattened
+    # channel-major between conv and fc): what the unit steps below assume. A model with
+    # skip connections (ResNet-18) says False, and they refuse it.
+    chain = True
 
     def prunable_layers(self) -> list[tuple[str, nn.Module]]:
         """(name, module) of every conv and fc layer, in definition order."""
@@ -67,7 +71,7 @@ class PruningModule(nn.Module):
         (flattened channel-major between conv and fc), as in AlexNet. Returns the number
         of non-zero weights removed.
         """
-        layers = [m for _, m in self.prunable_layers()]
+        layers = self.require_chain('dead-unit removal (--prune-dead-units, --compact-training)')
         removed = 0
         for layer, following in reversed(list(zip(layers, layers[1:], strict=False))):
             dead = ~_units_read(following, layer.weight.shape[0])
@@ -87,7 +91,7 @@ class PruningModule(nn.Module):
         since folding can leave a unit of the next layer without inputs. Returns the number
         of non-zero weights removed.
         """
-        layers = [m for _, m in self.prunable_layers()]
+        layers = self.require_chain('constant folding (--fold-constant-units)')
         removed = 0
         for layer, following in zip(layers, layers[1:], strict=False):
             if not isinstance(following, nn.Linear) or layer.bias is None or following.bias is None:
@@ -143,7 +147,11 @@ class PruningModule(nn.Module):
     def remove_units(self, name: str, units: torch.Tensor) -> int:
         """Remove (zero and mask) the incoming and outgoing weights of these units of layer
         `name` (e.g. net.activations.similar_units' choice); the number of non-zero weights
-        removed."""
+        removed. In a model that is not a chain only the incoming weights go (a batch norm
+        after the layer then passes on a constant, as filter pruning leaves it)."""
+        if not self.chain:
+            layer = self.layer(name)
+            return mask_out(layer, (layer.weight.shape[0], -1), units)
         layer, reader = self.unit_reader(name)
         count = layer.weight.shape[0]
         return (mask_out(layer, (count, -1), units)
@@ -161,14 +169,28 @@ class PruningModule(nn.Module):
 
     def unit_reader(self, name: str) -> tuple[nn.Module, nn.Module]:
         """(layer `name`, the layer that reads its units); the last layer has none."""
+        self.require_chain('unit pruning (--unit-rates)')
+        self.layer(name)  # a known name
         layers = self.prunable_layers()
         names = [n for n, _ in layers]
-        if name not in names:
-            raise ValueError(f'unknown layer name {name!r}; valid names are {names}')
         index = names.index(name)
         if index == len(names) - 1:
             raise ValueError(f'{name} is the last layer: its units are the outputs')
         return layers[index][1], layers[index + 1][1]
+
+    def layer(self, name: str) -> nn.Module:
+        """The prunable layer called name (ValueError naming the valid ones if none is)."""
+        layers = dict(self.prunable_layers())
+        if name not in layers:
+            raise ValueError(f'unknown layer name {name!r}; valid names are {list(layers)}')
+        return layers[name]
+
+    def require_chain(self, step: str) -> list[nn.Module]:
+        """The prunable layers, if they form a chain; else refuse `step` (ValueError)."""
+        if not self.chain:
+            raise ValueError(f'{step} needs a chain of layers, and {type(self).__name__} has skip '
+                             'connections: leave it off (structured masks still apply)')
+        return [m for _, m in self.prunable_layers()]
 
     def apply_masks(self) -> None:
         """Re-zero pruned weights (after an optimizer step, which may have moved them)."""
@@ -186,6 +208,12 @@ class PruningModule(nn.Module):
 def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(name, module) of every conv and fc layer of any nn.Module, in definition order."""
     return [(name, m) for name, m in model.named_modules() if isinstance(m, PRUNABLE)]
+
+
+def is_chain(model: nn.Module) -> bool:
+    """Whether model's prunable layers form a chain (PruningModule.chain); a model that
+    does not say is not one."""
+    return getattr(model, 'chain', False)
 
 
 def mask_out(module: nn.Module, shape: tuple[int, ...], index: torch.Tensor | tuple) -> int:
@@ -245,7 +273,7 @@ def set_mask(module: nn.Module, mask: torch.Tensor) -> None:
 
 def validate_rates(model: nn.Module, q: float | dict[str, float], of: str = 'weights') -> dict[str, float]:
     """Turn q (a number or a dict name -> percent of `of` kept) into a checked dict."""
-    names = [name for name, _ in model.prunable_layers()]
+    names = [name for name, _ in prunable_layers(model)]
     rates = dict.fromkeys(names, q) if isinstance(q, (int, float)) else dict(q)
     unknown = sorted(set(rates) - set(names))
     if unknown:

@@ -55,10 +55,11 @@ def pruning_report(model: torch.nn.Module, input_shape: tuple[int, ...] | None =
 
 def format_report(rows: list[dict]) -> str:
     """The rows of pruning_report as an aligned text table."""
-    header = (f"{'layer':8}{'parameters':>12}{'non-zeros':>11}{'dense bytes':>13}"
+    width = max(8, *(len(r['layer']) + 1 for r in rows))
+    header = (f"{'layer':{width}}{'parameters':>12}{'non-zeros':>11}{'dense bytes':>13}"
               f"{'MACs dense':>14}{'MACs sparse':>13}{'MACs compact':>14}")
     lines = [header]
     for r in rows:
-        lines.append(f"{r['layer']:8}{r['parameters']:>12,}{r['nonzeros']:>11,}{r['dense_bytes']:>13,}"
+        lines.append(f"{r['layer']:{width}}{r['parameters']:>12,}{r['nonzeros']:>11,}{r['dense_bytes']:>13,}"
                      f"{r['macs_dense']:>14,}{r['macs_sparse']:>13,}{r['macs_compact']:>14,}")
     return '\n'.join(lines)

@@ -15,7 +15,7 @@ structures at zero. Filters and fc rows can also be ranked by their activations
 import torch
 from torch import nn
 
-from .prune import layer_mask, set_mask, validate_rates
+from .prune import layer_mask, prunable_layers, set_mask, validate_rates
 
 CONV_GRANULARITIES = ('element', 'kernel', 'channel', 'filter')
 FC_GRANULARITIES = ('element', 'row', 'column')
@@ -62,7 +62,7 @@ def prune_structured(model: nn.Module, q: float | dict[str, float], conv: str = 
     """
     if scope not in SCOPES:
         raise ValueError(f'unknown scope {scope!r}; use one of {SCOPES}')
-    layers = model.prunable_layers()
+    layers = prunable_layers(model)
     granularity = {'conv': conv, 'fc': fc}
     scores = {name: structure_scores(m.weight.data * layer_mask(m), _kind(m), granularity[_kind(m)], norm)
               for name, m in layers}

@@ -84,7 +84,7 @@ def damage(model, change):
     (lambda m: setattr(m, 'input_size', 32), 'lenet5.input_size is 32, not 28'),
     (lambda m: setattr(m, 'input_size', 28.0), 'lenet5.input_size is 28.0, not 28'),
     (lambda m: setattr(m.fc2, 'hook', 'x'), 'unexpected attribute fc2.hook'),
-    (lambda m: setattr(m, 'fc9', torch.nn.Linear(2, 2)), 'is not lenet5 for mnist: parameter fc9.weight'),
+    (lambda m: setattr(m, 'fc9', torch.nn.Linear(2, 2)), 'is not lenet5 for mnist: fc9.weight has shape'),
     (lambda m: m.fc1.register_buffer('weight_mask', m.fc1.weight_mask.long()),
      'holds torch.int64 tensors; a model of this project holds float32'),
     (lambda m: (m.fc2.weight.zero_(), m.fc2.weight_mask.zero_()), 'fc2 keeps no weights'),

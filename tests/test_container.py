@@ -176,11 +176,24 @@ def test_nan_weights_are_refused():
         encode_model(model)
 
 
-def test_unknown_model_class_is_refused():
-    class Other(TinyNet):
-        pass
-    with pytest.raises(ContainerError, match="cannot store a Other: the container knows"):
-        encode_model(Other())
+class Other(TinyNet):
+    """A model class outside the zoo (a user's)."""
+
+
+def test_a_model_outside_the_zoo_loads_into_a_fresh_instance_only():
+    model = make_model()
+    other = Other()
+    other.load_state_dict(model.state_dict())
+    data, report = encode_model(other)
+    assert report['architecture'] == 'Other'
+    with pytest.raises(ContainerError, match="'Other' is not a model of this project's zoo .*"
+                                             r"load_compressed\(path, model=\.\.\.\)"):
+        decode_model(data)
+    with pytest.raises(ContainerError, match='holds a Other, not a tiny: load it into a fresh Other'):
+        decode_model(data, model=TinyNet())
+    fresh = Other()
+    assert decode_model(data, model=fresh) is fresh
+    assert params_equal(fresh, strip_dead_units(other))
 
 
 @pytest.fixture
@@ -297,7 +310,7 @@ def test_unknown_dataset(encoded, monkeypatch):
 
 def test_unknown_architecture(encoded, monkeypatch):
     monkeypatch.delitem(container.MODELS, 'tiny')
-    with pytest.raises(ContainerError, match="unknown architecture 'tiny'"):
+    with pytest.raises(ContainerError, match="'tiny' is not a model of this project's zoo"):
         decode_model(encoded)
 
 
