@@ -78,6 +78,7 @@ values, zeros stay zero) before they are stored. Neither is needed for a model w
 biases were shared and trained so (weight_share.py --bias-bits): its file is lossless.
 """
 import copy
+import itertools
 import os
 import struct
 import zlib
@@ -262,6 +263,14 @@ def other_tensors(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
             if name not in layers and not name.endswith('weight_mask')]
 
 
+def _describe(tensor):
+    """'name (dtype, shape)' of a (name, dtype, shape) triple, or None's 'no tensor'."""
+    if tensor is None:
+        return 'no tensor'
+    name, dtype, shape = tensor
+    return f'{name} ({dtype}, shape {list(shape)})'
+
+
 def _tensors_payload(tensors):
     out, bits = [varint(len(tensors))], BitWriter()
     for name, tensor in tensors:
@@ -306,9 +315,10 @@ def _load_tensors(section, tensors, path):
                     ints.append((v >> 1) ^ -(v & 1))
             stored.append((name, dtype, tuple(dims), ints))
         expected = [(name, t.detach().cpu().numpy().dtype, tuple(t.shape)) for name, t in tensors]
-        if [entry[:3] for entry in stored] != expected:
-            raise ContainerError(f'{path}: the file\'s other tensors {[(n, tuple(s)) for n, _, s, _ in stored]} '
-                                 f'are not the model\'s {[(n, s) for n, _, s in expected]}')
+        for found, wanted in itertools.zip_longest([entry[:3] for entry in stored], expected):
+            if found != wanted:
+                raise ContainerError(f'{path}: the file holds {_describe(found)} where the model '
+                                     f'has {_describe(wanted)}: another model')
         bits = BitReader(payload[pos:])
         values = [np.array(ints, dtype=np.int64) if dtype == np.int64
                   else bits.numbers(int(np.prod(shape)), np.dtype('<f4'))

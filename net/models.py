@@ -220,7 +220,7 @@ class ResNet18(PruningModule):
                                                       BasicBlock(width, width, 1)))
             channels = width
         self.fc = nn.Linear(channels, num_classes)
-        for name, layer in self.prunable_layers():
+        for _, layer in self.prunable_layers():
             if isinstance(layer, nn.Conv2d):
                 nn.init.kaiming_normal_(layer.weight, mode='fan_out', nonlinearity='relu')
         # Percent kept: 10 in the layers that hold nearly all the weights; more in the
