@@ -8,8 +8,10 @@ import json
 import time
 
 import torch
+from torch import nn
 
 import util
+from net.activations import activation_scores, similar_units
 from net.checkpoint import CheckpointError, load_model, save_model
 from net.models import build_model
 from net.prune import validate_rates
@@ -41,7 +43,12 @@ def keeps_something(rates, flag, what):
 
 
 def schedules_for(args, model):
-    """(rates, spans, unit rates) of args for model's layers, checked."""
+    """(rates, spans, unit rates) of args for model's layers, checked, after refusing the
+    steps that need a chain of layers (model.chain) if it is not one."""
+    if args.prune_dead_units:
+        model.require_chain('dead-unit removal (--prune-dead-units, --compact-training)')
+    if args.fold_constant_units:
+        model.require_chain('constant folding (--fold-constant-units)')
     rates = rates_for(model, args.rates) if args.prune == 'percentile' else None
     return rates, spans_for(model, args.round_spans), unit_rates_for(model, args.unit_rates)
 
@@ -75,20 +82,48 @@ def structured(args):
     return not homework
 
 
-def prune_round(model, args, rates, unit_rates=None):
+def calibration(args, data):
+    """The calibration batches of the activation criteria: the first --calibration-images
+    training images, in order, not augmented."""
+    images, labels = data[0][:args.calibration_images], data[1][:args.calibration_images]
+    return list(datasets.batches(images, labels, args.test_batch_size))
+
+
+def unit_scores(model, args, data):
+    """{layer: per-unit activation score} of --unit-criterion, or None for weight norms."""
+    if args.unit_criterion == 'weight':
+        return None
+    return activation_scores(model, calibration(args, data), args.unit_criterion)
+
+
+def ranked_by_units(model, args, scores):
+    """The scores of the layers whose structures are whole units (filters, fc rows)."""
+    whole = {nn.Conv2d: args.granularity == 'filter', nn.Linear: args.fc_granularity == 'row'}
+    return {name: score for name, score in scores.items() if whole[type(model.layer(name))]}
+
+
+def prune_round(model, args, data, rates, unit_rates=None):
     """Prune (by rates, or by std when rates is None), then the least salient units (by
-    unit_rates, if given); optionally fold constant units and drop dead units; test."""
+    unit_rates, if given) and near-duplicate units (--similarity); optionally fold
+    constant units and drop dead units; test."""
+    scores = unit_scores(model, args, data)
     if rates is None:
         model.prune_by_std(args.sensitivity)
     elif structured(args):
         prune_structured(model, rates, conv=args.granularity, fc=args.fc_granularity,
-                         norm=args.norm, scope=args.scope)
+                         norm=args.norm, scope=args.scope,
+                         unit_scores=scores and ranked_by_units(model, args, scores))
     else:
         model.prune_by_percentile(rates)
     record = {'rates': rates}
     if unit_rates:
         record['unit_rates'] = unit_rates
-        record['unit_weights_removed'] = model.prune_units(unit_rates)
+        record['unit_weights_removed'] = model.prune_units(unit_rates, scores)
+    if args.similarity is not None:
+        similar = similar_units(model, calibration(args, data), args.similarity)
+        record['similar_units'] = {name: len(units) for name, units in similar.items()}
+        record['similar_units_weights_removed'] = sum(
+            model.remove_units(name, units) for name, units in similar.items())
     if args.fold_constant_units:
         record['constant_units_weights_removed'] = model.fold_constant_units()
     if args.prune_dead_units:
@@ -116,7 +151,7 @@ def round_steps(model, args, data, generator, history, plan):
         return record
 
     return rounds.Steps(
-        cut=lambda step: prune_round(model, args, step.rates, step.unit_rates),
+        cut=lambda step: prune_round(model, args, data, step.rates, step.unit_rates),
         train=retrain, evaluate=lambda: util.test_with(model, args), describe=describe,
         log=lambda number, record: util.log(f'round {number} {json.dumps(record)}', args.log))
 

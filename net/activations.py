@@ -46,8 +46,9 @@ def activation_scores(model: nn.Module, batches: Iterable,
 def similar_units(model: nn.Module, batches: Iterable, threshold: float = 0.95) -> dict[str, torch.Tensor]:
     """{layer name: the units to remove}: of each pair of units whose activations (over
     all samples and positions) have a cosine similarity of threshold or more, the one of
-    higher index, unless it was itself removed. The last layer's units (the outputs) and
-    units that never activate (dead: prune_dead_units removes them) are left alone.
+    higher index, unless it was itself removed. The last layer's units (the outputs),
+    units that never activate (dead: prune_dead_units removes them) and units without
+    incoming weights (constant: already pruned, or for fold_constant_units) are left alone.
     The cosine is not centred, and activations after a ReLU are never negative, so
     unrelated units can reach 0.9 or more: near-duplicates are found near 1."""
     if not 0 < threshold <= 1:
@@ -60,14 +61,16 @@ def similar_units(model: nn.Module, batches: Iterable, threshold: float = 0.95) 
 
     for _ in _record(model, batches, add):
         pass
-    last = prunable_layers(model)[-1][0]
-    return {name: _duplicates(gram, threshold) for name, gram in grams.items() if name != last}
+    layers = prunable_layers(model)
+    weighted = {name: layer.weight.detach().flatten(1).any(1).cpu() for name, layer in layers}
+    return {name: _duplicates(gram, threshold, weighted[name]) for name, gram in grams.items()
+            if name != layers[-1][0]}
 
 
-def _duplicates(gram, threshold):
+def _duplicates(gram, threshold, weighted):
     gram = gram.cpu()
     norms = gram.diagonal().sqrt()
-    alive = norms > 0
+    alive = (norms > 0) & weighted
     cosine = gram / (norms[:, None] * norms[None, :]).clamp_min(1e-300)
     removed = torch.zeros(len(gram), dtype=torch.bool)
     for i in alive.nonzero().flatten().tolist():

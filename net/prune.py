@@ -107,10 +107,11 @@ class PruningModule(nn.Module):
             removed += mask_out(following, weight.shape, (slice(None), constant))
         return removed
 
-    def prune_units(self, q: dict[str, float]) -> int:
+    def prune_units(self, q: dict[str, float], salience: dict[str, torch.Tensor] | None = None) -> int:
         """Keep the q[name] percent of each named layer's output units (fc units or conv
-        filters) with the highest unit_salience, and remove the incoming and outgoing
-        weights of the others (keep_units). q: a dict layer -> percent of all its units.
+        filters) with the highest unit_salience (or salience[name], e.g. net.activations'
+        scores), and remove the incoming and outgoing weights of the others (keep_units).
+        q: a dict layer -> percent of all its units.
 
         Why: in the homework format every distinct unit an fc layer's weights touch is a
         33-bit leaf of a code tree (an fc2 unit twice: fc2's CSC row indices and fc3's
@@ -120,7 +121,9 @@ class PruningModule(nn.Module):
         if not isinstance(q, dict):
             raise ValueError(f'unit rates are a dict of layer -> percent of its units kept, got {q!r}')
         layers = dict(self.prunable_layers())
-        return sum(self.keep_units(name, round(layers[name].weight.shape[0] * percent / 100))
+        salience = salience or {}
+        return sum(self.keep_units(name, round(layers[name].weight.shape[0] * percent / 100),
+                                   salience.get(name))
                    for name, percent in validate_rates(self, q, of='units').items())
 
     def keep_units(self, name: str, keep: int, salience: torch.Tensor | None = None) -> int:
@@ -169,7 +172,7 @@ class PruningModule(nn.Module):
 
     def unit_reader(self, name: str) -> tuple[nn.Module, nn.Module]:
         """(layer `name`, the layer that reads its units); the last layer has none."""
-        self.require_chain('unit pruning (--unit-rates)')
+        self.require_chain('unit pruning')
         self.layer(name)  # a known name
         layers = self.prunable_layers()
         names = [n for n, _ in layers]
@@ -194,15 +197,25 @@ class PruningModule(nn.Module):
 
     def apply_masks(self) -> None:
         """Re-zero pruned weights (after an optimizer step, which may have moved them)."""
-        for _, module in self.prunable_layers():
-            if hasattr(module, 'weight_mask'):
-                module.weight.data.masked_fill_(module.weight_mask == 0, 0.0)
+        apply_masks(self)
 
     def mask_gradients(self) -> None:
         """Zero the gradients of pruned weights (call after ``loss.backward()``)."""
-        for _, module in self.prunable_layers():
-            if hasattr(module, 'weight_mask') and module.weight.grad is not None:
-                module.weight.grad.mul_(module.weight_mask)
+        mask_gradients(self)
+
+
+def apply_masks(model: nn.Module) -> None:
+    """Re-zero the pruned weights of any model (after an optimizer step)."""
+    for _, module in prunable_layers(model):
+        if hasattr(module, 'weight_mask'):
+            module.weight.data.masked_fill_(module.weight_mask == 0, 0.0)
+
+
+def mask_gradients(model: nn.Module) -> None:
+    """Zero the gradients of any model's pruned weights (after ``loss.backward()``)."""
+    for _, module in prunable_layers(model):
+        if hasattr(module, 'weight_mask') and module.weight.grad is not None:
+            module.weight.grad.mul_(module.weight_mask)
 
 
 def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, NoReturn
 
+from net.activations import STATISTICS
 from net.models import DATASETS, MODELS
 from net.quantization import INITS, check_bits
 from net.structured import CONV_GRANULARITIES, FC_GRANULARITIES, NORMS, SCOPES
@@ -331,6 +332,7 @@ ROUND_SETTINGS = ('re_lr', 're_augment', 're_weight_decay')
 ROUND_SETTINGS_EXAMPLE = '{"15": {"re_augment": "flip", "re_lr": 0.001}}'
 OPTIMIZERS = ('adam', 'sgd')
 AUGMENTATIONS = tuple(datasets.AUGMENTATIONS)
+UNIT_CRITERIA = ('weight', *STATISTICS)
 
 
 @phase
@@ -406,6 +408,17 @@ class Cuts:
     fold_constant_units: bool = setting(False, bool, 'after each cut, fold units left without '
                                         'incoming weights (constant outputs) into the next fc '
                                         'layer\'s bias and drop their outgoing weights')
+    unit_criterion: str = setting('weight', choices=UNIT_CRITERIA,
+                                  help='what ranks the units of --unit-rates and the filters and '
+                                       'fc rows of --granularity filter / --fc-granularity row: '
+                                       'weight norms, or activations over --calibration-images '
+                                       '(mean absolute activation, L2 norm of the feature map)')
+    similarity: float | None = setting(None, float, 'after each cut, also remove one unit of each '
+                                       'pair whose activations over --calibration-images have a '
+                                       'cosine similarity of at least S', 'S', low=0, high=1,
+                                       above=True)
+    calibration_images: int = setting(1024, int, 'the first N training images (not augmented): '
+                                      'what the activation criteria read', 'N', low=1)
 
 
 @phase
@@ -615,6 +628,12 @@ def pruning_settings(argv: Sequence[str] | None = None, overrides: dict | None =
     args = parse(PruningSettings, argv, 'pruning', PRUNING_DESCRIPTION, overrides, source)
     if (args.scope == 'global') != (args.global_rate is not None):
         fail('--scope global and --global-rate P go together (P: percent of all weights kept)')
+    if args.unit_criterion != 'weight':
+        if args.scope == 'global':
+            fail('--unit-criterion ranks the units within each layer: use --scope local')
+        if not (args.unit_rates or args.granularity == 'filter' or args.fc_granularity == 'row'):
+            fail('--unit-criterion ranks units: use it with --unit-rates, --granularity filter '
+                 'or --fc-granularity row')
     re_optimizer = args.re_optimizer or args.optimizer
     same = re_optimizer == args.optimizer
     lr = LR[args.optimizer] if args.lr is None else args.lr

@@ -110,7 +110,7 @@ def test_global_scope_takes_one_number(tiny):
 def test_pruning_script_cuts_whole_filters_and_rows(tiny, monkeypatch):
     monkeypatch.setattr(pruning.util, 'test', lambda *a, **k: 0.0)
     args = pruning.parse_args(['--granularity', 'filter', '--fc-granularity', 'row'])
-    pruning.prune_round(tiny, args, {'conv1': 50, 'fc1': 25, 'fc2': 100})
+    pruning.prune_round(tiny, args, None, {'conv1': 50, 'fc1': 25, 'fc2': 100})
     assert tiny.conv1.weight_mask.sum((1, 2, 3)).tolist().count(0) == 2
     assert (tiny.fc1.weight_mask.sum(1) == 0).sum() == 12
 
@@ -118,7 +118,7 @@ def test_pruning_script_cuts_whole_filters_and_rows(tiny, monkeypatch):
 def test_pruning_script_global_scope(tiny, monkeypatch, capsys):
     monkeypatch.setattr(pruning.util, 'test', lambda *a, **k: 0.0)
     args = pruning.parse_args(['--scope', 'global', '--global-rate', '10', '--norm', 'l2'])
-    pruning.prune_round(tiny, args, 10)
+    pruning.prune_round(tiny, args, None, 10)
     kept = sum(int(m.weight_mask.sum()) for _, m in tiny.prunable_layers())
     total = sum(m.weight.numel() for _, m in tiny.prunable_layers())
     assert kept == round(0.1 * total)  # element granularity: exactly 10% of all weights
