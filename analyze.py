@@ -1,13 +1,14 @@
 """Analysis tools: per-layer pruning sensitivity, per-layer bits sensitivity, one
-layer's weight distribution through the pipeline, and what further cuts of a finished
-model cost and save (under one or more retraining settings). Each writes a CSV, and the
-first three a PNG plot when matplotlib is installed (`pip install -r
-requirements-plot.txt`; optional).
+layer's weight distribution through the pipeline, what further cuts of a finished
+model cost and save (under one or more retraining settings), and filter pruning by
+weight against activation criteria. Each writes a CSV, and the first three a PNG plot
+when matplotlib is installed (`pip install -r requirements-plot.txt`; optional).
 
     python analyze.py sensitivity --load-model-path saves/initial_model.ptmodel
     python analyze.py bits --load-model-path saves/model_after_retraining.ptmodel
     python analyze.py distribution --layer fc2
     python analyze.py cuts --load-model-path models/alexnet-cifar10.dcz --config configs/best.json
+    python analyze.py criteria --load-model-path saves/initial_model.ptmodel --kept 90,75,50
 """
 import argparse
 import copy
@@ -20,7 +21,13 @@ import numpy as np
 import torch
 
 import util
-from net.analysis import bits_sensitivity, check_cut, extra_cut, prune_sensitivity
+from net.analysis import (
+    bits_sensitivity,
+    check_cut,
+    criteria_comparison,
+    extra_cut,
+    prune_sensitivity,
+)
 from net.checkpoint import CheckpointError, load_model
 from net.container import ContainerError, load_compressed
 from net.files import atomic_write
@@ -29,6 +36,7 @@ from recipe.settings import Setting
 from recipe.training import train
 
 KEPT_PERCENTS = (100, 80, 60, 40, 30, 20, 10, 5, 2, 1, 0.5)
+FILTERS_KEPT = (90, 75, 50)
 BIT_WIDTHS = (8, 7, 6, 5, 4, 3, 2, 1)
 # The cuts of docs/RESULTS.md ("What further cuts cost"): none, half the live fc2 / fc1
 # units, both, and the conv layers after conv1 to 85% of their weights.
@@ -74,6 +82,13 @@ COMMANDS = {
         Setting('--config', None, metavar='FILE', help="a recipe whose pruning section sets the "
                 "retraining (optimizer, learning rate, bf16, compact training; not its "
                 "round_settings); default pruning.py's")]),
+    'criteria': ('accuracy with the filters of every conv layer pruned by weight norms or by '
+                 'activations, at each kept percent (no retraining)', [
+        Setting('--load-model-path', 'saves/initial_model.ptmodel'),
+        Setting('--kept', FILTERS_KEPT, settings.comma_list(float), 'comma-separated percents of '
+                'each conv layer\'s filters kept, default ' + ','.join(map(str, FILTERS_KEPT)), 'LIST'),
+        Setting('--calibration-images', 1024, int, 'the first N training images (not augmented), '
+                'which the activation criteria read', 'N', low=1)]),
 }
 
 
@@ -95,8 +110,8 @@ def main(argv=None):
     args = parse_args(argv)
     args.out = args.out or os.path.join('docs', args.command)
     try:
-        {'sensitivity': run_sensitivity, 'bits': run_bits,
-         'distribution': run_distribution, 'cuts': run_cuts}[args.command](args)
+        {'sensitivity': run_sensitivity, 'bits': run_bits, 'distribution': run_distribution,
+         'cuts': run_cuts, 'criteria': run_criteria}[args.command](args)
     except (ValueError, CheckpointError, ContainerError, datasets.DataError) as err:
         util.fail(err)
 
@@ -125,6 +140,18 @@ def run_bits(args):
     write_csv(args.out, rows)
     plot_curves(args.out, rows, 'bits', 'bits per weight', log_x=False,
                 title='Weight-sharing sensitivity (each layer alone)')
+
+
+def run_criteria(args):
+    model = load_model(args.load_model_path, made_by='pruning.py')
+    device = util.device_for(not args.no_cuda)
+    images, labels = datasets.model_split(model, True, args.data_dir, None, device)
+    batches = list(datasets.batches(images[:args.calibration_images],
+                                    labels[:args.calibration_images], 256))
+    rows = criteria_comparison(model.to(device), evaluator(args, model), args.kept, batches)
+    for row in rows:
+        print(json.dumps(row))
+    write_csv(args.out, rows)
 
 
 def run_distribution(args):

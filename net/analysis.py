@@ -8,9 +8,15 @@ import copy
 from collections.abc import Callable, Iterable
 
 import torch
+from torch import nn
 
-from .prune import mask_out, validate_rates
+from .activations import STATISTICS, activation_scores
+from .prune import mask_out, prunable_layers, validate_rates
 from .quantization import check_bits, share_weights
+from .structured import prune_structured
+
+# Filter criteria compared by criteria_comparison: weight norms, then activations.
+CRITERIA = ('weight_l1', 'weight_l2', *STATISTICS)
 
 
 def prune_sensitivity(model: torch.nn.Module, evaluate: Callable[[torch.nn.Module], float],
@@ -41,6 +47,28 @@ def bits_sensitivity(model: torch.nn.Module, evaluate: Callable[[torch.nn.Module
             rows.append({'layer': name, 'bits': bits,
                          'distinct_nonzero': int(weight[weight != 0].unique().numel()),
                          'accuracy': evaluate(shared)})
+    return rows
+
+
+def criteria_comparison(model: torch.nn.Module, evaluate: Callable[[torch.nn.Module], float],
+                        kept_percents: Iterable[float], batches: list) -> list[dict]:
+    """Accuracy with the filters of every conv layer pruned to each percent of its filters
+    kept (no retraining), ranked by each of CRITERIA: the filters' weight norms (L1, L2) or
+    their activations over the calibration batches (net.activations)."""
+    convs = [name for name, layer in prunable_layers(model) if isinstance(layer, nn.Conv2d)]
+    activations = {statistic: activation_scores(model, batches, statistic) for statistic in STATISTICS}
+    rows = []
+    for kept in kept_percents:
+        for criterion in CRITERIA:
+            pruned = copy.deepcopy(model)
+            scores = activations.get(criterion)
+            prune_structured(pruned, dict.fromkeys(convs, kept), conv='filter', fc='row',
+                             norm=criterion.removeprefix('weight_') if scores is None else 'l1',
+                             unit_scores=scores and {name: scores[name] for name in convs})
+            rows.append({'kept_percent': kept, 'criterion': criterion,
+                         'nonzero': sum(int(layer.weight.count_nonzero())
+                                        for _, layer in prunable_layers(pruned)),
+                         'accuracy': evaluate(pruned)})
     return rows
 
 

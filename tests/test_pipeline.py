@@ -12,6 +12,7 @@ from torch import nn
 
 from net import pipeline
 from net.activations import activation_scores
+from net.analysis import CRITERIA, criteria_comparison
 from net.container import ContainerError, decode_model, encode_model
 from net.huffmancoding import huffman_decode_model, huffman_encode_model
 from net.models import build_model
@@ -175,3 +176,18 @@ def test_resnet18_refuses_the_chain_steps_in_one_line():
                  lambda: model.prune_units({'conv1': 50})):
         with pytest.raises(ValueError, match='needs a chain of layers, and ResNet18 has skip connections'):
             step()
+
+
+def test_the_criteria_table_ranks_filters_by_each_criterion():
+    model = trained()
+    with torch.no_grad():  # three conv1 filters with the largest weights, silenced by bn1
+        model.bn1.weight[:3] = 0
+        model.bn1.bias[:3] = 0
+        model.conv1.weight[:3] *= 10
+    batches = [toy_data()[0]]
+    rows = criteria_comparison(model, lambda m: float(m.conv1.weight[:3].flatten(1).any(1).sum()),
+                               [62.5], batches)
+    assert [row['criterion'] for row in rows] == list(CRITERIA)
+    assert len({row['nonzero'] for row in rows}) == 1  # the same rate for every criterion
+    kept_silent = {row['criterion']: row['accuracy'] for row in rows}
+    assert kept_silent == {'weight_l1': 3, 'weight_l2': 3, 'mean_abs': 0, 'l2': 0}
