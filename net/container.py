@@ -89,7 +89,7 @@ import torch
 from .codec import HuffmanCode, HuffmanFormatError, bit_windows, pack_codes, read_varint, varint
 from .files import atomic_write
 from .models import DATASETS, MODELS, build_model
-from .prune import is_chain, live_units, prunable_layers, set_mask, units_read
+from .prune import is_chain, live_units_of, prunable_layers, set_mask, units_read
 from .quantization import check_bits, share_weights
 
 MAGIC = b'DCZ'
@@ -170,7 +170,7 @@ def encode_model(model: torch.nn.Module, float16: bool = False,
     for (name, _), weight, bias in zip(layers, weights, biases, strict=True):
         if not (np.isfinite(weight).all() and np.isfinite(bias).all()):
             raise ContainerError(f'layer {name} holds NaN or infinite values; cannot store it')
-    live = _live_units(weights) if is_chain(clean) else [np.ones(len(b), dtype=bool) for b in biases]
+    live = [alive.numpy() for alive in live_units_of(clean)]
     flags = FLOAT16 if float16 else 0
     value_dtype = np.dtype('<f2' if float16 else '<f4')
     header = _header_payload(arch, getattr(model, 'dataset', ''), flags, layers)
@@ -333,11 +333,6 @@ def _load_tensors(section, tensors, path):
             tensor.copy_(torch.from_numpy(array.reshape(tensor.shape)))
 
 
-def _live_units(weights):
-    """live_units of numpy weights, as numpy masks."""
-    return [alive.numpy() for alive in live_units([torch.from_numpy(w) for w in weights])]
-
-
 def strip_dead_units(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of model without the units no later weight reads: their incoming weights and
     biases are zeroed, so the network computes exactly the same function."""
@@ -350,11 +345,12 @@ def strip_dead_units(model: torch.nn.Module) -> torch.nn.Module:
         return clean
     try:
         clean.prune_dead_units()
-        live = _live_units([layer.weight.detach().numpy() for _, layer in layers])
+        live = live_units_of(clean)
     except ValueError as err:
         raise ContainerError(f'cannot store {type(model).__name__}: {err}') from None
     for (_, layer), alive in zip(layers, live, strict=True):
-        layer.bias.data[torch.from_numpy(~alive)] = 0.0
+        if layer.bias is not None:
+            layer.bias.data[~alive] = 0.0
     return clean
 
 

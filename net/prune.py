@@ -276,6 +276,15 @@ def live_units(weights: list[torch.Tensor]) -> list[torch.Tensor]:
     return live
 
 
+def live_units_of(model: nn.Module) -> list[torch.Tensor]:
+    """live_units of model's prunable layers (on the CPU) if they form a chain; in any other
+    model every unit counts as live (what reads it is not known)."""
+    weights = [layer.weight.detach().cpu() for _, layer in prunable_layers(model)]
+    if not is_chain(model):
+        return [torch.ones(weight.shape[0], dtype=torch.bool) for weight in weights]
+    return live_units(weights)
+
+
 def set_mask(module: nn.Module, mask: torch.Tensor) -> None:
     """Set module's weight_mask buffer to mask, registering the buffer the first time."""
     if hasattr(module, 'weight_mask'):

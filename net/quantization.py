@@ -11,7 +11,7 @@ import torch
 from sklearn.cluster import KMeans
 from torch import nn
 
-from .prune import live_units, prunable_layers
+from .prune import live_units_of, prunable_layers
 
 
 def check_bits(bits: int) -> int:
@@ -104,11 +104,11 @@ def validate_bits(model: nn.Module, bits: int | dict[str, int]) -> dict[str, int
 def apply_bias_sharing(model: nn.Module, bits: int, init: str = 'linear') -> None:
     """Weight-share each conv and fc layer's biases in place, as apply_weight_sharing does
     its weights: k-means over the live units' non-zero biases, 2**bits values, zeros stay
-    zero. Dead units' biases (no later weight reads them) become 0: they change nothing
-    the network computes, and a .dcz file stores none."""
+    zero. In a chain of layers, dead units' biases (no later weight reads them) become 0:
+    they change nothing the network computes, and a .dcz file stores none."""
     check_bits(bits)
     layers = [layer for _, layer in prunable_layers(model)]
-    for layer, alive in zip(layers, live_units([layer.weight.data.cpu() for layer in layers]), strict=True):
+    for layer, alive in zip(layers, live_units_of(model), strict=True):
         if layer.bias is None:
             continue
         bias = layer.bias.data.cpu().numpy().copy()

@@ -10,9 +10,13 @@ import pytest
 import torch
 from torch import nn
 
+import huffman_encode
+import pruning
+import weight_share
 from net import pipeline
 from net.activations import activation_scores
 from net.analysis import CRITERIA, criteria_comparison
+from net.checkpoint import load_model
 from net.container import ContainerError, decode_model, encode_model
 from net.huffmancoding import huffman_decode_model, huffman_encode_model
 from net.models import build_model
@@ -191,3 +195,27 @@ def test_the_criteria_table_ranks_filters_by_each_criterion():
     assert len({row['nonzero'] for row in rows}) == 1  # the same rate for every criterion
     kept_silent = {row['criterion']: row['accuracy'] for row in rows}
     assert kept_silent == {'weight_l1': 3, 'weight_l2': 3, 'mean_abs': 0, 'l2': 0}
+
+
+def test_resnet18_through_the_three_scripts_on_cifar100(tmp_path, monkeypatch, small_cifar_binary, capsys):
+    folder = small_cifar_binary(tmp_path / 'cifar-100-binary', 'cifar100')
+    monkeypatch.chdir(tmp_path)
+    data = ['--data-dir', folder]
+    pruning.main([*data, '--model', 'resnet18', '--dataset', 'cifar100', '--epochs', '1',
+                  '--re-epochs', '1', '--granularity', 'filter', '--unit-criterion', 'mean_abs',
+                  '--similarity', '0.999', '--calibration-images', '4', '--rates', '{"fc": 100}'])
+    model = load_model('saves/model_after_retraining.ptmodel')
+    assert (model.arch, model.dataset) == ('resnet18', 'cifar100')
+    for name, layer in prunable_layers(model):
+        if name != 'fc':  # the default share of each conv layer's filters: whole filters, zeroed
+            kept = layer.weight.flatten(1).any(1)
+            assert kept.sum() == round(model.default_rates[name] / 100 * len(kept)), name
+            assert torch.equal(layer.weight_mask.flatten(1).any(1), kept), name
+    weight_share.main([*data, '--bits', '4'])
+    capsys.readouterr()
+    huffman_encode.main([*data, '--pack', 'm.dcz'])
+    printed = capsys.readouterr().out
+    assert re.search(r'^layer4\.1\.bn2\.num_batches_tracked\s+\|\s+8 \|', printed, re.M), printed
+    assert 'decoded parameters equal the encoded ones exactly' in printed
+    assert 'lossless: loads back bit-exact' in printed
+    assert (pipeline.load('m.dcz').arch, pipeline.load('m.dcz').dataset) == ('resnet18', 'cifar100')
