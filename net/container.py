@@ -56,13 +56,14 @@ After the layers, a tensors section (tag 'T') holds every other tensor of the mo
 state but the masks (batch-norm weights and running statistics, any other buffer), only
 in files of models that have such tensors: varint count, then per tensor its name, dtype
 byte (1: float32, 3: int64), varint rank and dimensions, an int64 tensor's values as
-zigzag varints; then a bitstream of every float32 tensor's values as numbers (above).
-A layer without a bias is stored with zero biases (a few bits), and decoded so.
+zigzag varints; then a bitstream of every float32 tensor's values as numbers (above),
+float32 even with the float16 option. A layer without a bias is stored with zero biases
+(a few bits), and decoded so.
 
-Only live units are stored. In a chain of layers (a model whose ``chain`` is True, as
-this project's AlexNet, LeNets and VGG-16), saving first removes, without changing the network's
-function, every unit that no later weight reads: its incoming weights and bias are
-zeroed. The last layer's units are all live; a layer's live units are then those the
+Only live units are stored. In a chain of layers (a model whose ``chain`` is True: this
+project's AlexNet, LeNets and VGG-16), saving first removes, without changing the
+network's function, every unit that no later weight reads: its incoming weights and bias
+are zeroed. The last layer's units are all live; a layer's live units are then those the
 next layer reads, so the decoder, working from the last layer back, knows them before
 it reads a layer: positions range over live units only and dead units need no bias.
 Loading returns that cleaned model exactly (bit for bit; cleaning also turns -0.0
@@ -153,7 +154,6 @@ def architecture_name(model: torch.nn.Module) -> str:
     name (loading fills in an instance the caller gives)."""
     arch = getattr(model, 'arch', None)
     return arch if MODELS.get(arch) is type(model) else type(model).__name__
-
 
 
 def encode_model(model: torch.nn.Module, float16: bool = False,

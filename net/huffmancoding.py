@@ -417,13 +417,16 @@ def _sparse_to_dense(data, indices, counts, major, minor, name):
 
 
 def dump_bias(param: torch.Tensor, name: str, directory: str) -> tuple[int, int]:
-    """Write a bias (or any tensor) raw, no pickle: float32 as a bias file, another dtype
-    as a raw file that names it; return (original, compressed) bytes."""
+    """Write a bias (or any tensor) raw, no pickle: floats as a float32 bias file, integers
+    as a raw file that names their dtype; return (original, compressed) bytes."""
     values = _numpy(param).reshape(-1)
-    if values.dtype == np.float32:
-        head = BIAS_MAGIC
-    else:
+    if np.issubdtype(values.dtype, np.floating):
+        values, head = values.astype(np.float32), BIAS_MAGIC
+    elif values.dtype in DTYPE_CODES:
         head = RAW_MAGIC + bytes([DTYPE_CODES[values.dtype]])
+    else:
+        raise HuffmanFormatError(f'cannot store {name}: a {values.dtype} tensor (the homework '
+                                 'format holds floats, int32 and int64 ones)')
     values = values.astype(values.dtype.newbyteorder('<'))
     return values.nbytes, _write_file(os.path.join(directory, f'{name}.bin'),
                                       head + varint(len(values)) + values.tobytes())
@@ -440,7 +443,7 @@ def load_bias(param: torch.Tensor, name: str, directory: str) -> None:
         dtype, pos = DTYPES[buf[2]].newbyteorder('<'), 3
     else:
         raise HuffmanFormatError(f'{path}: not a bias file of this project (bad magic)')
-    if dtype.newbyteorder('=') != _numpy(param).dtype:
+    if dtype.newbyteorder('=') != _numpy(param).dtype and not param.dtype.is_floating_point:
         raise HuffmanFormatError(f'{path}: holds {dtype.name} values; {name} is '
                                  f'{_numpy(param).dtype.name} (wrong model)')
     count, pos = read_varint(buf, pos, path)
