@@ -443,9 +443,10 @@ def load_bias(param: torch.Tensor, name: str, directory: str) -> None:
         dtype, pos = DTYPES[buf[2]].newbyteorder('<'), 3
     else:
         raise HuffmanFormatError(f'{path}: not a bias file of this project (bad magic)')
-    if dtype.newbyteorder('=') != _numpy(param).dtype and not param.dtype.is_floating_point:
-        raise HuffmanFormatError(f'{path}: holds {dtype.name} values; {name} is '
-                                 f'{_numpy(param).dtype.name} (wrong model)')
+    expected = np.dtype('float32') if param.dtype.is_floating_point else _numpy(param).dtype
+    if dtype.newbyteorder('=') != expected:
+        raise HuffmanFormatError(f'{path}: holds {dtype.name} values; {name} takes '
+                                 f'{expected.name} (wrong model)')
     count, pos = read_varint(buf, pos, path)
     if count != param.numel() or len(buf) - pos != dtype.itemsize * count:
         raise HuffmanFormatError(f'{path}: holds {len(buf) - pos} bytes for {count} values; '
