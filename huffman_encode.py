@@ -23,6 +23,7 @@ from net.huffmancoding import (
     huffman_encode_model,
 )
 from net.models import build_model, check_model
+from net.prune import state_without_masks
 from recipe import datasets, settings
 
 
@@ -42,10 +43,11 @@ def is_inside(path, folder):
     return os.path.commonpath([os.path.abspath(path), folder]) == folder
 
 
-def parameters_equal(a, b):
-    """Every parameter of a equals b's exactly (==; the sparse format stores no -0.0)."""
-    return all(torch.equal(p.cpu(), q.cpu())
-               for p, q in zip(a.parameters(), b.parameters(), strict=True))
+def states_equal(a, b):
+    """Every tensor of a's state but the masks (parameters, batch-norm statistics, other
+    buffers) equals b's exactly (==; the sparse format stores no -0.0)."""
+    a, b = state_without_masks(a), state_without_masks(b)
+    return a.keys() == b.keys() and all(torch.equal(a[k].cpu(), b[k].cpu()) for k in a)
 
 
 def main(argv=None):
@@ -89,7 +91,7 @@ def run(args, command):
     t0 = time.time()
     huffman_decode_model(decoded, args.out)
     decode_seconds = time.time() - t0
-    exact = parameters_equal(model, decoded)
+    exact = states_equal(model, decoded)
     print('--- Accuracy after decoding ---')
     after = util.test_with(decoded, args)
     util.log(f'accuracy_after_decoding {after}', args.log)
@@ -122,7 +124,7 @@ def pack(model, args, homework, command):
     print(format_pack_table(report))
     print('--- Accuracy after loading the .dcz file ---')
     accuracy = util.test_with(loaded, args)
-    if not lossy and not parameters_equal(strip_dead_units(model), loaded):
+    if not lossy and not states_equal(strip_dead_units(model), loaded):
         util.fail(f'{args.pack} does not load back bit-exact (accuracy {accuracy:.2f}% after loading)')
     what = 'lossy: ' + ', '.join(filter(None, [
         'float16 values' if args.pack_float16 else '',
@@ -191,15 +193,17 @@ def export(model, args):
 def format_pack_table(report):
     """Per-layer bytes of a .dcz file: the parts of each layer section, with the order-0
     entropy of each coded stream in brackets."""
-    lines = [f"{'layer':8}{'non-zeros':>10}{'values':>7}{'live units':>11}{'codebook bits':>14}"
+    width = max(8, *(len(r['layer']) + 1 for r in report['layers']))
+    lines = [f"{'layer':{width}}{'non-zeros':>10}{'values':>7}{'live units':>11}{'codebook bits':>14}"
              f"{'value bits (H0)':>18}{'position bits (H0)':>21}{'bias bits':>10}{'section B':>10}"]
     for r in report['layers']:
         values = f"{r['value_bits']} ({r['value_entropy_bits']:.0f})"
         positions = f"{r['position_bits']} ({r['position_entropy_bits']:.0f})"
-        lines.append(f"{r['layer']:8}{r['nonzeros']:>10}{r['values']:>7}{r['live_units']:>11}"
+        lines.append(f"{r['layer']:{width}}{r['nonzeros']:>10}{r['values']:>7}{r['live_units']:>11}"
                      f"{r['codebook_bits']:>14}{values:>18}{positions:>21}{r['bias_bits']:>10}"
                      f"{r['bytes']:>10}")
-    lines.append(f"header {report['header_bytes']} B; total {report['bytes']} B "
+    tensors = f"tensors {report['tensor_bytes']} B; " if report['tensor_bytes'] else ''
+    lines.append(f"header {report['header_bytes']} B; {tensors}total {report['bytes']} B "
                  f"({report['dense_bytes']} dense float32 B, {report['ratio']:.2f}x)")
     return '\n'.join(lines)
 

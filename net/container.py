@@ -52,9 +52,10 @@ The CRCs cover every section; the magic and version byte before them are checked
 value, and from version 3 on the header's CRC covers them too. Versions 1 to 3 check
 each section alone.
 
-After the layers, a tensors section (tag 'T') holds every other tensor of the model's
-state but the masks (batch-norm weights and running statistics, any other buffer), only
-in files of models that have such tensors: varint count, then per tensor its name, dtype
+Version 6 is version 5 with a tensors section (tag 'T') after the layers, written only
+for models that have such tensors (the others' files stay version 5, byte for byte): it
+holds every other tensor of the model's state but the masks (batch-norm weights and
+running statistics, any other buffer): varint count, then per tensor its name, dtype
 byte (1: float32, 3: int64), varint rank and dimensions, an int64 tensor's values as
 zigzag varints; then a bitstream of every float32 tensor's values as numbers (above),
 float32 even with the float16 option. A layer without a bias is stored with zero biases
@@ -90,7 +91,7 @@ import torch
 from .codec import HuffmanCode, HuffmanFormatError, bit_windows, pack_codes, read_varint, varint
 from .files import atomic_write
 from .models import DATASETS, MODELS, build_model
-from .prune import is_chain, live_units_of, prunable_layers, set_mask, units_read
+from .prune import is_chain, live_units_of, prunable_layers, set_mask, state_without_masks, units_read
 from .quantization import check_bits, share_weights
 
 MAGIC = b'DCZ'
@@ -98,7 +99,8 @@ MAGIC = b'DCZ'
 # before they are read.
 MAX_FILE_BYTES = 1 << 30
 VERSION = 5
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
+TENSORS_VERSION = 6  # version 5 with a tensors section: only files of models with such tensors
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 HEADER, LAYER, TENSORS = b'H', b'L', b'T'
 TENSOR_DTYPES = {np.dtype('float32'): 1, np.dtype('int64'): 3}
 FLOAT16, SHARED_BIASES = 1, 2  # header flag bits (SHARED_BIASES: versions 1 to 4)
@@ -183,7 +185,7 @@ def encode_model(model: torch.nn.Module, float16: bool = False,
     tensors = other_tensors(clean)
     if tensors:
         sections.append((TENSORS, _tensors_payload(tensors)))
-    data = frame(VERSION, sections)
+    data = frame(TENSORS_VERSION if tensors else VERSION, sections)
     dense = sum(4 * p.numel() for p in model.parameters())
     tensor_bytes = len(_section(TENSORS, sections[-1][1])) if tensors else 0
     report = {'architecture': arch, 'dataset': getattr(model, 'dataset', ''), 'float16': float16,
@@ -259,8 +261,7 @@ def other_tensors(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
     """[(name, tensor)] of model's state but the conv/fc weights and biases and the masks,
     in state order: what the tensors section holds."""
     layers = {f'{name}.{part}' for name, _ in prunable_layers(model) for part in ('weight', 'bias')}
-    return [(name, tensor) for name, tensor in model.state_dict(keep_vars=True).items()
-            if name not in layers and not name.endswith('weight_mask')]
+    return [(name, tensor) for name, tensor in state_without_masks(model).items() if name not in layers]
 
 
 def _describe(tensor):

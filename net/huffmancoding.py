@@ -317,10 +317,10 @@ def conv_streams(weight: np.ndarray, name: str) -> list[tuple[str, np.ndarray]]:
 
 
 def stored_tensors(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """[(name, tensor)] of everything huffman_encode_model stores: the parameters, then the
-    buffers but the pruning masks (batch norm's running statistics, for one)."""
-    buffers = [(name, b) for name, b in model.named_buffers() if not name.endswith('weight_mask')]
-    return [*model.named_parameters(), *buffers]
+    """[(name, tensor)] of everything huffman_encode_model stores: the model's state but
+    the pruning masks (batch norm's running statistics too, for one)."""
+    from .prune import state_without_masks  # here: net.huffmancoding itself loads no torch
+    return list(state_without_masks(model).items())
 
 
 def model_streams(model: torch.nn.Module) -> list[tuple[str, np.ndarray]]:

@@ -52,6 +52,7 @@ def _check_size(model, image_size):
 class AlexNet(PruningModule):
     """conv1..conv5, fc1..fc3; 20,344,650 parameters for CIFAR-10; returns log-probabilities."""
     arch = 'alexnet'
+    chain = True
     input_size = 32
     fixed_size = True  # smaller images are zero-padded to input_size
     default_rates = DEFAULT_PRUNE_RATE
@@ -86,6 +87,7 @@ class LeNet300(PruningModule):
     """LeNet-300-100: fc1 (pixels -> 300), fc2 (300 -> 100), fc3 (100 -> classes);
     266,610 parameters on MNIST."""
     arch = 'lenet300'
+    chain = True
     dataset = 'mnist'  # what the constructor's defaults fit; build_model sets the real one
     input_size = 28
     fixed_size = False  # built for the dataset's image size
@@ -110,6 +112,7 @@ class LeNet5(PruningModule):
     """LeNet-5 as in Caffe and the paper: conv1 (20 5x5 filters), conv2 (50), fc1 (500),
     fc2; 431,080 parameters on MNIST. ReLU after every hidden layer."""
     arch = 'lenet5'
+    chain = True
     dataset = 'mnist'
     input_size = 28
     fixed_size = False
@@ -142,6 +145,7 @@ class VGG16(PruningModule):
     """VGG-16 (no BatchNorm, as in the paper) for 32x32 images: conv1_1..conv5_3 (3x3,
     max pooling after each block), fc6 (512 -> 4096), fc7 (4096 -> 4096), fc8."""
     arch = 'vgg16'
+    chain = True
     input_size = 32
     fixed_size = True
     default_rates = {  # the paper's Table 5

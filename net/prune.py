@@ -22,10 +22,11 @@ class PruningModule(nn.Module):
     """Base class of prunable models: every conv and fc layer can be pruned."""
     # What build_model records per instance; checkpoints saved before it were all CIFAR-10.
     dataset = 'cifar10'
-    # The prunable layers form a chain, each reading the one before's output (flattened
-    # channel-major between conv and fc): what the unit steps below assume. A model with
-    # skip connections (ResNet-18) says False, and they refuse it.
-    chain = True
+    # Whether the prunable layers form a chain, each reading the one before's output
+    # (flattened channel-major between conv and fc): what the unit steps below assume. A
+    # model says True only when it is one (AlexNet, the LeNets, VGG-16); the others
+    # (ResNet-18, with its skip connections) are refused those steps.
+    chain = False
 
     def prunable_layers(self) -> list[tuple[str, nn.Module]]:
         """(name, module) of every conv and fc layer, in definition order."""
@@ -223,10 +224,17 @@ def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, PRUNABLE)]
 
 
+def state_without_masks(model: nn.Module) -> dict[str, torch.Tensor]:
+    """model's state (its parameters and buffers, in state_dict order, as the tensors
+    themselves) but the pruning masks, which decoding derives from the non-zeros."""
+    return {name: tensor for name, tensor in model.state_dict(keep_vars=True).items()
+            if not name.endswith('weight_mask')}
+
+
 def is_chain(model: nn.Module) -> bool:
-    """Whether model's prunable layers form a chain (PruningModule.chain); a model that
-    does not say is not one."""
-    return getattr(model, 'chain', False)
+    """Whether model's prunable layers form a chain (PruningModule.chain is True); any
+    other model is not one, whatever its attributes."""
+    return isinstance(model, PruningModule) and model.chain is True
 
 
 def mask_out(module: nn.Module, shape: tuple[int, ...], index: torch.Tensor | tuple) -> int:

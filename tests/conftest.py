@@ -22,6 +22,7 @@ FASHION_DIR = '/usr/share/datasets/fashion-mnist'
 class TinyNet(PruningModule):
     """A small conv + fc model with the same kinds of layers as AlexNet (registered as
     'tiny' in net.models.MODELS by the tests that need it)."""
+    chain = True
     arch = 'tiny'
     input_size = 32
     fixed_size = True

@@ -17,6 +17,7 @@ from recipe.training import Phase, fit, make_optimizer
 
 class ChainNet(PruningModule):
     """conv1 -> conv2 -> flatten (4x4 positions per channel) -> fc1 -> fc2."""
+    chain = True
     arch = 'chain'
     input_size = 32
     default_rates = {}

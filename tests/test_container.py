@@ -8,7 +8,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from huffman_encode import parameters_equal as params_equal
+from huffman_encode import states_equal as params_equal
 from net import container
 from net.container import (
     ContainerError,

@@ -11,6 +11,7 @@ from net.checkpoint import CheckpointError, load_model, save_model
 from net.container import decode_model, encode_model, load_compressed, strip_dead_units
 from net.huffmancoding import huffman_decode_model, huffman_encode_model
 from net.models import DATASETS, MODELS, AlexNet, LeNet5, LeNet300, build_model, check_model
+from net.prune import state_without_masks
 from net.quantization import apply_weight_sharing
 from tests.conftest import DATA_DIR, ROOT
 
@@ -145,9 +146,13 @@ def random_pruned_shared(arch, dataset, keep):
     return model
 
 
-def state(model):
-    """model's state but its masks (which decoding derives from the non-zeros)."""
-    return {name: t for name, t in model.state_dict().items() if not name.endswith('weight_mask')}
+
+def assert_same_state(got, expected):
+    """Every tensor of expected's state but the masks is got's, exactly."""
+    got, expected = state_without_masks(got), state_without_masks(expected)
+    assert got.keys() == expected.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(got[name], tensor), name
 
 
 # VGG-16 keeps a tenth of its paper rates: the same code paths at a tenth of the k-means work.
@@ -164,13 +169,11 @@ def test_prune_share_and_both_encodings_round_trip(tmp_path, arch, dataset, keep
     huffman_encode_model(model, str(tmp_path / 'enc'), None)
     decoded = build_model(arch, dataset)
     huffman_decode_model(decoded, str(tmp_path / 'enc'))
-    for (name, a), b in zip(state(model).items(), state(decoded).values(), strict=True):
-        assert torch.equal(a, b), name
+    assert_same_state(decoded, model)
 
     loaded = decode_model(encode_model(model)[0])
     assert (loaded.arch, loaded.dataset) == (arch, dataset)
-    for (name, a), b in zip(state(strip_dead_units(model)).items(), state(loaded).values(), strict=True):
-        assert torch.equal(a, b), name
+    assert_same_state(loaded, strip_dead_units(model))
     model.eval(), loaded.eval()
     size = model.input_size
     x = torch.randn(4, DATASETS[dataset].channels, size, size, generator=torch.Generator().manual_seed(0))

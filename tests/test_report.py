@@ -8,6 +8,7 @@ from net.report import format_report, pruning_report
 
 
 class Toy(PruningModule):
+    chain = True
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(1, 2, 3, padding=1)  # 18 weights + 2 biases, 4x4 = 16 outputs
