@@ -8,8 +8,8 @@ a conv layer read by an fc layer, its slice of the flattened input, channel-majo
 for the last layer its own output. So a unit whose weights are large but whose output a
 ReLU always zeroes scores 0, where a weight norm would keep it. In any other network
 (ResNet-18: a skip connection adds to what a block's last conv passes on) it is the
-unit's own output: that of the batch norm right after the layer, when one follows it,
-else the layer's.
+unit's own output: that of the batch norm registered right after the layer (as
+torchvision's and this project's ResNets register them), when one is, else the layer's.
 
     scores = activation_scores(model, batches, 'l2')   # {layer: one score per unit}
     model.keep_units('fc1', 100, salience=scores['fc1'])

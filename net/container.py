@@ -165,6 +165,7 @@ def encode_model(model: torch.nn.Module, float16: bool = False,
     if bias_bits is not None:
         check_bits(bias_bits)
     arch = architecture_name(model)
+    _check_dtypes(model)
     clean = strip_dead_units(model)
     layers = _layers(clean)
     weights = [layer.weight.detach().cpu().numpy() for _, layer in layers]
@@ -177,10 +178,11 @@ def encode_model(model: torch.nn.Module, float16: bool = False,
     value_dtype = np.dtype('<f2' if float16 else '<f4')
     header = _header_payload(arch, getattr(model, 'dataset', ''), flags, layers)
     sections, rows = [(HEADER, header)], []
-    for (name, _), weight, bias, alive in zip(layers, weights, biases, live, strict=True):
+    for (name, layer), weight, bias, alive in zip(layers, weights, biases, live, strict=True):
         payload, row = _encode_layer(weight, bias, alive, value_dtype, bias_bits)
         sections.append((LAYER, payload))
-        rows.append({'layer': name, 'dense_bytes': 4 * (weight.size + bias.size), **row,
+        dense_bytes = 4 * sum(p.numel() for p in layer.parameters(recurse=False))
+        rows.append({'layer': name, 'dense_bytes': dense_bytes, **row,
                      'bytes': len(_section(LAYER, payload))})
     tensors = other_tensors(clean)
     if tensors:
@@ -204,7 +206,9 @@ def decode_model(data: bytes, path: str = 'model.dcz',
         arch, dataset, flags, shapes = _parse_header(sections[0][1], version)
     except (Corrupt, HuffmanFormatError, UnicodeDecodeError, IndexError):
         raise ContainerError(f'{path}: corrupt header section') from None
-    model = _build(arch, dataset, shapes, path) if model is None else _fits(model, arch, shapes, path)
+    if model is None:
+        model = _build(arch, dataset, path)
+    _fits(model, arch, dataset, shapes, path)
     layers = _layers(model)
     tensors = other_tensors(model)
     if len(sections) != 1 + len(layers) + bool(tensors):
@@ -250,6 +254,15 @@ def _layers(model):
     return layers
 
 
+def _check_dtypes(model):
+    """Refuse a model with a tensor the file cannot hold exactly (float32 and int64 ones)."""
+    for name, tensor in state_without_masks(model).items():
+        if tensor.dtype not in (torch.float32, torch.int64):
+            raise ContainerError(f'cannot store {name}: a {str(tensor.dtype).removeprefix("torch.")} '
+                                 'tensor (the container holds float32 and int64 ones); convert '
+                                 'the model with .float()')
+
+
 def _bias(layer):
     """A layer's bias as numpy, zeros for a layer without one."""
     if layer.bias is None:
@@ -276,9 +289,6 @@ def _tensors_payload(tensors):
     out, bits = [varint(len(tensors))], BitWriter()
     for name, tensor in tensors:
         values = tensor.detach().cpu().numpy()
-        if values.dtype not in TENSOR_DTYPES:
-            raise ContainerError(f'cannot store {name}: a {values.dtype} tensor (the container '
-                                 'holds float32 and int64 ones); convert it with .float()')
         if values.dtype == np.float32 and not np.isfinite(values).all():
             raise ContainerError(f'{name} holds NaN or infinite values; cannot store it')
         out += [_text(name), bytes([TENSOR_DTYPES[values.dtype]]), varint(values.ndim),
@@ -355,7 +365,7 @@ def strip_dead_units(model: torch.nn.Module) -> torch.nn.Module:
     return clean
 
 
-def _build(arch, dataset, shapes, path):
+def _build(arch, dataset, path):
     if arch not in MODELS:
         raise ContainerError(f'{path}: {arch!r} is not a model of this project\'s zoo '
                              f'({", ".join(sorted(MODELS))}): load it into a fresh instance of '
@@ -363,14 +373,18 @@ def _build(arch, dataset, shapes, path):
     if dataset not in DATASETS:
         raise ContainerError(f'{path}: unknown dataset {dataset!r}; this version knows '
                              f'{sorted(DATASETS)}')
-    return _fits(build_model(arch, dataset), arch, shapes, path)
+    return build_model(arch, dataset)
 
 
-def _fits(model, arch, shapes, path):
-    """model, if it is the file's architecture with the file's layer names and shapes."""
+def _fits(model, arch, dataset, shapes, path):
+    """Refuse model unless it is the file's architecture (and dataset), with the file's
+    layer names and shapes."""
     if architecture_name(model) != arch:
         raise ContainerError(f'{path} holds a {arch}, not a {architecture_name(model)}: load it '
                              f'into a fresh {arch}')
+    if getattr(model, 'dataset', dataset) != dataset:
+        raise ContainerError(f'{path} holds {arch} for {dataset}, not for {model.dataset}: load it '
+                             f'into build_model({arch!r}, {dataset!r})')
     expected = [(name, tuple(layer.weight.shape)) for name, layer in _layers(model)]
     if expected != shapes:
         raise ContainerError(f'{path}: architecture mismatch: the file has layers {shapes}, '

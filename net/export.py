@@ -17,6 +17,7 @@ FORMAT = 'deep-compression-compact/1'
 def export_compact(model: nn.Module, path: str) -> nn.Module:
     """Write model's live units to path (atomically) as a compact network; return that
     network."""
+    model.require_chain('--export (a compact network of the live units)')
     compact = compact_copy(model).model
     for _, layer in compact.prunable_layers():
         if hasattr(layer, 'weight_mask'):  # its zeros are in the weights: nothing to keep

@@ -316,20 +316,25 @@ def conv_streams(weight: np.ndarray, name: str) -> list[tuple[str, np.ndarray]]:
             (f'{name}_conv_indptr', row_counts)]
 
 
-def stored_tensors(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """[(name, tensor)] of everything huffman_encode_model stores: the model's state but
-    the pruning masks (batch norm's running statistics too, for one)."""
-    from .prune import state_without_masks  # here: net.huffmancoding itself loads no torch
-    return list(state_without_masks(model).items())
+def stored_tensors(model: torch.nn.Module) -> list[tuple[str, torch.Tensor, str]]:
+    """[(name, tensor, how)] of everything huffman_encode_model stores: the model's state
+    but the pruning masks (batch norm's running statistics too, for one), each stored as
+    'conv' or 'fc' weights (those of the conv and fc layers) or 'raw'."""
+    from torch import nn  # here: net.huffmancoding itself loads no torch
+
+    from .prune import prunable_layers, state_without_masks
+    weights = {f'{name}.weight': 'conv' if isinstance(layer, nn.Conv2d) else 'fc'
+               for name, layer in prunable_layers(model)}
+    return [(name, tensor, weights.get(name, 'raw'))
+            for name, tensor in state_without_masks(model).items()]
 
 
 def model_streams(model: torch.nn.Module) -> list[tuple[str, np.ndarray]]:
     """[(prefix, array)] of every weight stream of model, as huffman_encode_model writes them."""
     streams = []
-    for name, param in stored_tensors(model):
-        if param.dim() in (2, 4):
-            make = fc_streams if param.dim() == 2 else conv_streams
-            streams += make(_numpy(param), name)
+    for name, param, how in stored_tensors(model):
+        if how != 'raw':
+            streams += (conv_streams if how == 'conv' else fc_streams)(_numpy(param), name)
     return streams
 
 
@@ -339,11 +344,11 @@ def minimum_compressed_bytes(model: torch.nn.Module) -> int:
     every stream, i.e. per conv kernel and kernel row, per fc indptr entry, and two per
     non-zero weight (its value and its index)."""
     bits = 0
-    for _, param in stored_tensors(model):
-        if param.dim() == 4:
+    for _, param, how in stored_tensors(model):
+        if how == 'conv':
             kernels, rows = param.shape[0] * param.shape[1], param.shape[2]
             bits += kernels * (1 + rows)
-        elif param.dim() == 2:
+        elif how == 'fc':
             bits += min(param.shape)  # CSR over rows if rows < cols, else CSC over columns
         else:
             bits += 8 * param.element_size() * param.numel()
@@ -482,7 +487,7 @@ def huffman_encode_model(model: torch.nn.Module, directory: str = 'encodings/',
         _move_aside(directory)
     tmp = temp_dir(os.path.dirname(os.path.abspath(directory)), 'encodings')
     try:
-        rows = [_encode_parameter(name, param, tmp) for name, param in stored_tensors(model)]
+        rows = [_encode_parameter(*stored, tmp) for stored in stored_tensors(model)]
         manifest_bytes = _write_manifest(model, tmp)
         _replace_directory(tmp, directory)
     except BaseException:
@@ -559,7 +564,7 @@ def _write_manifest(model, directory):
         'format': MANIFEST_FORMAT,
         'parameters': [{'name': name, 'shape': list(param.shape),
                         'dtype': str(param.dtype).removeprefix('torch.')}
-                       for name, param in stored_tensors(model)],
+                       for name, param, _ in stored_tensors(model)],
         'files': {name: {'bytes': os.path.getsize(os.path.join(directory, name)),
                          'sha256': _file_digest(os.path.join(directory, name))}
                   for name in sorted(os.listdir(directory))}}
@@ -606,7 +611,7 @@ def check_encodings(model: torch.nn.Module, directory: str = 'encodings/') -> No
                                      f'differs from {MANIFEST}): encode again')
     expected = [(p['name'], tuple(p['shape']), p['dtype']) for p in manifest['parameters']]
     actual = [(name, tuple(param.shape), str(param.dtype).removeprefix('torch.'))
-              for name, param in stored_tensors(model)]
+              for name, param, _ in stored_tensors(model)]
     if actual != expected:
         first = next((a, e) for a, e in itertools.zip_longest(actual, expected) if a != e)
         raise HuffmanFormatError(f'{directory} holds parameters for another model: the model has '
@@ -620,13 +625,9 @@ def _describe(parameter):
     return f'{name} of shape {list(shape)} ({dtype})'
 
 
-def _encode_parameter(name, param, directory):
-    if param.dim() == 4:
-        original, compressed = huffman_encode_conv(param, name, directory)
-    elif param.dim() == 2:
-        original, compressed = huffman_encode_fc(param, name, directory)
-    else:
-        original, compressed = dump_bias(param, name, directory)
+def _encode_parameter(name, param, how, directory):
+    encode = {'conv': huffman_encode_conv, 'fc': huffman_encode_fc, 'raw': dump_bias}[how]
+    original, compressed = encode(param, name, directory)
     return {'name': name, 'original': original, 'compressed': compressed}
 
 
@@ -669,10 +670,6 @@ def huffman_decode_model(model: torch.nn.Module, directory: str = 'encodings/') 
     """Load every parameter of model from the files written by huffman_encode_model, once
     check_encodings has found them complete and unchanged."""
     check_encodings(model, directory)
-    for name, param in stored_tensors(model):
-        if param.dim() == 4:
-            huffman_decode_conv(param, name, directory)
-        elif param.dim() == 2:
-            huffman_decode_fc(param, name, directory)
-        else:
-            load_bias(param, name, directory)
+    for name, param, how in stored_tensors(model):
+        decode = {'conv': huffman_decode_conv, 'fc': huffman_decode_fc, 'raw': load_bias}[how]
+        decode(param, name, directory)

@@ -629,6 +629,8 @@ def pruning_settings(argv: Sequence[str] | None = None, overrides: dict | None =
     if (args.scope == 'global') != (args.global_rate is not None):
         fail('--scope global and --global-rate P go together (P: percent of all weights kept)')
     if args.unit_criterion != 'weight':
+        if args.prune == 'std':
+            fail('--unit-criterion ranks units and structures: use it with --prune percentile')
         if args.scope == 'global':
             fail('--unit-criterion ranks the units within each layer: use --scope local')
         if not (args.unit_rates or args.granularity == 'filter' or args.fc_granularity == 'row'):
