@@ -314,17 +314,13 @@ def _load_tensors(section, tensors, path):
         for _ in range(min(count, len(payload))):
             name, pos = _read_text(payload, pos)
             dtype = codes.get(payload[pos])
-            ndim, pos = read_varint(payload, pos + 1, 'tensors')
-            dims = []
-            for _ in range(min(ndim, len(payload))):
-                d, pos = read_varint(payload, pos, 'tensors')
-                dims.append(d)
+            dims, pos = _read_shape(payload, pos + 1, 'tensors')
             ints = []
             if dtype == np.int64:
                 for _ in range(min(int(np.prod(dims)), len(payload))):
                     v, pos = read_varint(payload, pos, 'tensors')
                     ints.append((v >> 1) ^ -(v & 1))
-            stored.append((name, dtype, tuple(dims), ints))
+            stored.append((name, dtype, dims, ints))
         expected = [(name, t.detach().cpu().numpy().dtype, tuple(t.shape)) for name, t in tensors]
         for found, wanted in itertools.zip_longest([entry[:3] for entry in stored], expected):
             if found != wanted:
@@ -470,16 +466,22 @@ def _parse_header(payload, version):
     shapes = []
     for _ in range(min(count, len(payload))):
         name, pos = _read_text(payload, pos)
-        ndim, pos = read_varint(payload, pos, 'header')
-        dims = []
-        for _ in range(min(ndim, len(payload))):
-            d, pos = read_varint(payload, pos, 'header')
-            dims.append(d)
-        shapes.append((name, tuple(dims)))
+        dims, pos = _read_shape(payload, pos, 'header')
+        shapes.append((name, dims))
     known = FLOAT16 | (SHARED_BIASES if version < 5 else 0)
     if pos != len(payload) or flags & ~known:
         raise Corrupt('header')
     return arch, dataset, flags, shapes
+
+
+def _read_shape(payload, pos, what):
+    """(a shape: varint rank, then its dimensions, as tuple, position after it)."""
+    ndim, pos = read_varint(payload, pos, what)
+    dims = []
+    for _ in range(min(ndim, len(payload))):
+        d, pos = read_varint(payload, pos, what)
+        dims.append(d)
+    return tuple(dims), pos
 
 
 def _text(s):

@@ -1,6 +1,7 @@
 """Deep Compression of models this project does not define (net/pipeline.py), and of
 ResNet-18: the README's example, exact round trips of every tensor, masks held through
 retraining, clear refusals."""
+import json
 import os
 import re
 import subprocess
@@ -18,10 +19,11 @@ from net.activations import activation_scores
 from net.analysis import CRITERIA, criteria_comparison
 from net.checkpoint import load_model
 from net.container import ContainerError, decode_model, encode_model
+from net.export import export_compact
 from net.huffmancoding import huffman_decode_model, huffman_encode_model
 from net.models import build_model
 from net.prune import prunable_layers, state_without_masks
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TinyNet
 
 
 class Residual(nn.Module):
@@ -207,6 +209,9 @@ def test_resnet18_through_the_three_scripts_on_cifar100(tmp_path, monkeypatch, s
             kept = layer.weight.flatten(1).any(1)
             assert kept.sum() == round(model.default_rates[name] / 100 * len(kept)), name
             assert torch.equal(layer.weight_mask.flatten(1).any(1), kept), name
+    results = json.loads((tmp_path / 'log.pruning.json').read_text())
+    assert results['config']['unit_criterion'] == 'mean_abs'
+    assert set(results['rounds'][0]['similar_units']) == {n for n, _ in prunable_layers(model)} - {'fc'}
     weight_share.main([*data, '--bits', '4'])
     capsys.readouterr()
     huffman_encode.main([*data, '--pack', 'm.dcz'])
@@ -215,3 +220,26 @@ def test_resnet18_through_the_three_scripts_on_cifar100(tmp_path, monkeypatch, s
     assert 'decoded parameters equal the encoded ones exactly' in printed
     assert 'lossless: loads back bit-exact' in printed
     assert (pipeline.load('m.dcz').arch, pipeline.load('m.dcz').dataset) == ('resnet18', 'cifar100')
+
+
+def test_files_with_other_tensors_are_version_6_and_others_stay_5():
+    assert encode_model(trained())[0][3] == 6
+    alexnet_like = encode_model(TinyNet())[0]
+    assert alexnet_like[3] == 5
+
+
+def test_dtypes_the_file_cannot_hold_and_a_dataset_mix_up_are_one_clear_error():
+    with pytest.raises(ContainerError, match=r'cannot store temperature: a bfloat16 tensor .*\.float\(\)'):
+        encode_model(trained().to(torch.bfloat16))
+    lenet = build_model('lenet5', 'mnist')
+    lenet.prune_by_percentile(1)
+    pipeline.share(lenet, bits=2)
+    data = encode_model(lenet)[0]
+    with pytest.raises(ContainerError, match=r"holds lenet5 for mnist, not for fashion-mnist: load it "
+                                             r"into build_model\('lenet5', 'mnist'\)"):
+        decode_model(data, model=build_model('lenet5', 'fashion-mnist'))
+
+
+def test_export_refuses_resnet18_in_one_line(tmp_path):
+    with pytest.raises(ValueError, match=r'--export .* needs a chain of layers, and ResNet18'):
+        export_compact(build_model('resnet18'), tmp_path / 'r.pt')
