@@ -57,9 +57,9 @@ for models that have such tensors (the others' files stay version 5, byte for by
 holds every other tensor of the model's state but the masks (batch-norm weights and
 running statistics, any other buffer): varint count, then per tensor its name, dtype
 byte (1: float32, 3: int64), varint rank and dimensions, an int64 tensor's values as
-zigzag varints; then a bitstream of every float32 tensor's values as numbers (above),
-float32 even with the float16 option. A layer without a bias is stored with zero biases
-(a few bits), and decoded so.
+zigzag varints; then a bitstream of the float32 tensors' values, in that order, as one
+array of numbers (above), float32 even with the float16 option. A layer without a bias
+is stored with zero biases (a few bits), and decoded so.
 
 Only live units are stored. In a chain of layers (a model whose ``chain`` is True: this
 project's AlexNet, LeNets and VGG-16), saving first removes, without changing the
@@ -286,7 +286,7 @@ def _describe(tensor):
 
 
 def _tensors_payload(tensors):
-    out, bits = [varint(len(tensors))], BitWriter()
+    out, floats = [varint(len(tensors))], []
     for name, tensor in tensors:
         values = tensor.detach().cpu().numpy()
         if values.dtype == np.float32 and not np.isfinite(values).all():
@@ -297,7 +297,10 @@ def _tensors_payload(tensors):
             zigzag = (values.reshape(-1) << 1) ^ (values.reshape(-1) >> 63)
             out += [varint(int(v)) for v in zigzag.astype(np.uint64)]
         else:
-            bits.numbers(values.reshape(-1), np.dtype('<f4'))
+            floats.append(values.reshape(-1))
+    # One array of numbers for all: a bitstream read per tensor would be scanned whole each time.
+    bits = BitWriter()
+    bits.numbers(np.concatenate(floats) if floats else np.zeros(0, np.float32), np.dtype('<f4'))
     return b''.join(out) + bits.bytes()
 
 
@@ -326,11 +329,12 @@ def _load_tensors(section, tensors, path):
             if found != wanted:
                 raise ContainerError(f'{path}: the file holds {_describe(found)} where the model '
                                      f'has {_describe(wanted)}: another model')
+        sizes = [int(np.prod(shape)) for _, dtype, shape, _ in stored if dtype != np.int64]
         bits = BitReader(payload[pos:])
-        values = [np.array(ints, dtype=np.int64) if dtype == np.int64
-                  else bits.numbers(int(np.prod(shape)), np.dtype('<f4'))
-                  for _, dtype, shape, ints in stored]
+        floats = iter(np.split(bits.numbers(sum(sizes), np.dtype('<f4')), np.cumsum(sizes)[:-1]))
         bits.finish()
+        values = [np.array(ints, dtype=np.int64) if dtype == np.int64 else next(floats)
+                  for _, dtype, _, ints in stored]
     except (Corrupt, HuffmanFormatError, UnicodeDecodeError, IndexError, ValueError) as err:
         if isinstance(err, ContainerError):
             raise
@@ -385,7 +389,6 @@ def _fits(model, arch, dataset, shapes, path):
     if expected != shapes:
         raise ContainerError(f'{path}: architecture mismatch: the file has layers {shapes}, '
                              f'{arch} has {expected}')
-    return model
 
 
 # ---------------------------------------------------------------- sections
