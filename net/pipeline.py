@@ -26,6 +26,8 @@ from .prune import apply_masks, mask_gradients
 from .quantization import apply_weight_sharing
 from .structured import prune_structured
 
+LOG_INTERVAL = 10  # batches between progress-bar updates
+
 
 def prune(model: nn.Module, rates: float | dict[str, float], conv: str = 'element',
           fc: str = 'element', scope: str = 'local', norm: str = 'l1',
@@ -77,7 +79,7 @@ def retrain(model: nn.Module, data, epochs: int = 1, lr: float = 1e-3, batch_siz
         total, seen = 0.0, 0
         bar = tqdm(batches(data, batch_size, generator), desc=f'retrain {epoch}/{epochs}',
                    leave=False, mininterval=1)
-        for inputs, targets in bar:
+        for step, (inputs, targets) in enumerate(bar):
             inputs, targets = inputs.to(device), targets.to(device)
             optimizer.zero_grad()
             value = loss(model(inputs), targets)
@@ -85,11 +87,13 @@ def retrain(model: nn.Module, data, epochs: int = 1, lr: float = 1e-3, batch_siz
             mask_gradients(model)
             optimizer.step()
             apply_masks(model)
-            total, seen = total + value.item() * len(targets), seen + len(targets)
-            bar.set_postfix(loss=f'{total / seen:.3f}')
+            # Summed on the device: a read every step would stall a GPU.
+            total, seen = total + value.detach().double() * len(targets), seen + len(targets)
+            if step % LOG_INTERVAL == 0:
+                bar.set_postfix(loss=f'{float(total) / seen:.3f}')
         if not seen:
             raise ValueError('retraining needs at least one batch of data')
-        losses.append(total / seen)
+        losses.append(float(total) / seen)
     return losses
 
 
